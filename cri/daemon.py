@@ -1,0 +1,191 @@
+"""The daemon's life: prepare directories, take the locks, open state, serve, shut down.
+
+Shutdown (SIGTERM/SIGINT) stops serving and closes state, but never touches containers: their
+monitors are separate processes that outlive the daemon.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import signal
+import threading
+import uuid
+from pathlib import Path
+from types import FrameType
+
+from cri.config import Config
+from cri.endpoint import LockFile, StartupError
+from cri.image_service import ImageService
+from cri.metrics import MetricsServer, create_metrics
+from cri.runtime_service import RuntimeService
+from cri.server import CriServer
+from cri.state import StateDB, StateError
+from sandbox.node import NetworkReadiness, Node, RuntimeHandler
+
+log = logging.getLogger("crisp")
+
+VERSION = "0.1.0"
+_SHUTDOWN_GRACE_SECONDS = 5.0
+
+
+def _prepare_dir(path: Path, key: str, mode: int = 0o711) -> None:
+    """Create `path` and prove it is writable, failing with one line naming the key."""
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=mode)
+        probe = path / f".crisp-write-probe-{uuid.uuid4().hex}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise StartupError(f"{key} {path} is not a writable directory: {e.strerror}") from e
+
+
+def _network_not_configured() -> NetworkReadiness:
+    # Replaced by the CNI manager's readiness once pod networking lands.
+    return NetworkReadiness(False, "NetworkPluginNotReady", "CNI pod networking is not set up yet")
+
+
+class Daemon:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._stop = threading.Event()
+        self._locks: list[LockFile] = []
+        self._servers: list[CriServer] = []
+        self._metrics_server: MetricsServer | None = None
+        self._db: StateDB | None = None
+        self._node: Node | None = None
+
+    def start(self) -> None:
+        try:
+            self._start()
+        except BaseException:
+            self.shutdown()
+            raise
+
+    def _start(self) -> None:
+        config = self.config
+        root, run = Path(config.root_dir), Path(config.run_dir)
+        _prepare_dir(root, "root_dir", 0o711)
+        _prepare_dir(run, "run_dir", 0o711)
+        _prepare_dir(Path(config.log_dir), "log_dir", 0o755)
+        self._locks.append(LockFile(run / "crisp.lock", f"run_dir {run}"))
+        self._locks.append(LockFile(root / "crisp.lock", f"root_dir {root}"))
+        sockets = [Path(config.grpc.socket)]
+        if config.grpc.image_socket:
+            sockets.append(Path(config.grpc.image_socket))
+        for path in sockets:
+            if not path.parent.is_dir():
+                raise StartupError(f"socket {path}: directory {path.parent} does not exist")
+            self._locks.append(LockFile(path.with_name(path.name + ".lock"), f"socket {path}"))
+
+        try:
+            self._db = StateDB(root / "crisp.db")
+        except StateError as e:
+            raise StartupError(str(e)) from e
+
+        metrics = create_metrics()
+        if config.metrics.address:
+            try:
+                self._metrics_server = MetricsServer(metrics, config.metrics.address)
+            except OSError as e:
+                raise StartupError(
+                    f"metrics.address {config.metrics.address}: cannot listen: {e.strerror}"
+                ) from e
+
+        handlers = [
+            RuntimeHandler(name=name, kind=h.kind, path=h.path)
+            for name, h in sorted(config.runtime.handlers.items())
+        ]
+        node = Node(
+            handlers=handlers,
+            default_handler=config.runtime.default_handler,
+            cgroup_driver=config.cgroup.driver,
+            settings=self._db,
+            network_probe=_network_not_configured,
+        )
+        self._node = node
+        # The generated servicer bases declare every RPC abstract; the ones crisp does not
+        # serve yet are answered UNIMPLEMENTED by the base class (see cri/interceptors.py).
+        runtime_service = RuntimeService(node, VERSION, self._verbose_info)  # type: ignore[abstract]
+        image_service = ImageService()  # type: ignore[abstract]
+        self._servers.append(
+            CriServer(
+                Path(config.grpc.socket),
+                config.grpc.socket_mode,
+                config.grpc.max_message_bytes,
+                metrics,
+                runtime_service,
+                image_service,
+            )
+        )
+        if config.grpc.image_socket:
+            self._servers.append(
+                CriServer(
+                    Path(config.grpc.image_socket),
+                    config.grpc.socket_mode,
+                    config.grpc.max_message_bytes,
+                    metrics,
+                    None,
+                    image_service,
+                )
+            )
+        for server in self._servers:
+            server.start()
+        log.info(
+            "crisp %s serving on %s (metrics: %s)",
+            VERSION,
+            ", ".join(str(s.socket_path) for s in self._servers),
+            self.metrics_address or "disabled",
+        )
+
+    @property
+    def metrics_address(self) -> str:
+        return self._metrics_server.address if self._metrics_server else ""
+
+    def _verbose_info(self) -> dict[str, object]:
+        return {
+            "config": dataclasses.asdict(self.config),
+            "endpoints": {
+                "socket": self.config.grpc.socket,
+                "imageSocket": self.config.grpc.image_socket,
+                "metrics": self.metrics_address,
+            },
+            "pid": os.getpid(),
+            "podCIDR": self._node.pod_cidr() if self._node else "",
+        }
+
+    def request_stop(self, signum: int, frame: FrameType | None = None) -> None:
+        log.info("received %s, shutting down", signal.Signals(signum).name)
+        self._stop.set()
+
+    def wait(self) -> None:
+        self._stop.wait()
+
+    def shutdown(self) -> None:
+        for server in self._servers:
+            server.stop(_SHUTDOWN_GRACE_SECONDS)
+        self._servers.clear()
+        if self._metrics_server is not None:
+            self._metrics_server.close()
+            self._metrics_server = None
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+        for lock in reversed(self._locks):
+            lock.release()
+        self._locks.clear()
+
+
+def serve(config: Config) -> int:
+    daemon = Daemon(config)
+    # Handlers first: a signal during start-up must still lead to a clean shutdown.
+    signal.signal(signal.SIGTERM, daemon.request_stop)
+    signal.signal(signal.SIGINT, daemon.request_stop)
+    daemon.start()
+    try:
+        daemon.wait()
+    finally:
+        daemon.shutdown()
+    log.info("crisp stopped")
+    return 0

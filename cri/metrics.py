@@ -1,0 +1,94 @@
+"""Prometheus metrics of the daemon and the HTTP endpoint that serves them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import prometheus_client
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from cri.config import split_address
+
+# Container operations span from sub-millisecond list calls to multi-second image pulls.
+_LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+    60,
+    120,
+)
+
+
+@dataclass
+class Metrics:
+    registry: CollectorRegistry
+    operations: Counter
+    operation_errors: Counter
+    operation_latency: Histogram
+
+    def observe(self, operation: str, seconds: float, code: str | None) -> None:
+        """Record one finished operation; `code` is the gRPC code name when it failed."""
+        self.operations.labels(operation=operation).inc()
+        self.operation_latency.labels(operation=operation).observe(seconds)
+        if code is not None:
+            self.operation_errors.labels(operation=operation, code=code).inc()
+
+
+def create_metrics() -> Metrics:
+    # A registry of our own rather than the library's global one, so that nothing imported
+    # by accident shows up and tests can create several.
+    registry = CollectorRegistry()
+    prometheus_client.ProcessCollector(registry=registry)
+    prometheus_client.PlatformCollector(registry=registry)
+    prometheus_client.GCCollector(registry=registry)
+    return Metrics(
+        registry=registry,
+        operations=Counter(
+            "crisp_operations_total",
+            "CRI operations handled, by operation.",
+            ["operation"],
+            registry=registry,
+        ),
+        operation_errors=Counter(
+            "crisp_operations_errors_total",
+            "CRI operations that failed, by operation and gRPC status code.",
+            ["operation", "code"],
+            registry=registry,
+        ),
+        operation_latency=Histogram(
+            "crisp_operations_latency_seconds",
+            "Latency of CRI operations, by operation.",
+            ["operation"],
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        ),
+    )
+
+
+class MetricsServer:
+    """Serves /metrics over HTTP on its own thread."""
+
+    def __init__(self, metrics: Metrics, address: str) -> None:
+        host, port = split_address(address, "metrics.address")
+        self._server, self._thread = prometheus_client.start_http_server(
+            port, addr=host, registry=metrics.registry
+        )
+        bound_host, bound_port = self._server.server_address[:2]
+        self.address = f"{bound_host!s}:{bound_port}"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
