@@ -98,12 +98,20 @@ _SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "ppc64le": 203, "s390x": 217, "
 
 _CLONE_NAMES = {value: name for name, value in globals().items() if name.startswith("CLONE_")}
 _MS_NAMES = {value: name for name, value in globals().items() if name.startswith("MS_")}
-_PR_NAMES = {value: name for name, value in globals().items()
-             if name.startswith("PR_") and not name.startswith("PR_CAP_AMBIENT_")}
-_AMBIENT_NAMES = {value: name for name, value in globals().items()
-                  if name.startswith("PR_CAP_AMBIENT_")}
-_MNT_NAMES = {MNT_FORCE: "MNT_FORCE", MNT_DETACH: "MNT_DETACH", MNT_EXPIRE: "MNT_EXPIRE",
-              UMOUNT_NOFOLLOW: "UMOUNT_NOFOLLOW"}
+_PR_NAMES = {
+    value: name
+    for name, value in globals().items()
+    if name.startswith("PR_") and not name.startswith("PR_CAP_AMBIENT_")
+}
+_AMBIENT_NAMES = {
+    value: name for name, value in globals().items() if name.startswith("PR_CAP_AMBIENT_")
+}
+_MNT_NAMES = {
+    MNT_FORCE: "MNT_FORCE",
+    MNT_DETACH: "MNT_DETACH",
+    MNT_EXPIRE: "MNT_EXPIRE",
+    UMOUNT_NOFOLLOW: "UMOUNT_NOFOLLOW",
+}
 
 
 def format_flags(flags: int, names: Mapping[int, str]) -> str:
@@ -239,8 +247,10 @@ def set_pdeathsig(signum: int) -> None:
 
 def get_pdeathsig() -> int:
     value = ctypes.c_int()
-    _check(_libc.prctl(ctypes.c_int(PR_GET_PDEATHSIG), ctypes.byref(value), 0, 0, 0),
-           "prctl(PR_GET_PDEATHSIG)")
+    _check(
+        _libc.prctl(ctypes.c_int(PR_GET_PDEATHSIG), ctypes.byref(value), 0, 0, 0),
+        "prctl(PR_GET_PDEATHSIG)",
+    )
     return value.value
 
 
@@ -326,4 +336,3 @@ def capset(effective: int, permitted: int, inheritable: int) -> None:
     call = f"capset(effective={effective:#x}, permitted={permitted:#x}, "
     call += f"inheritable={inheritable:#x})"
     _check(_libc.capset(ctypes.byref(header), data), call)
-

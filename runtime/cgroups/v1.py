@@ -136,4 +136,3 @@ class V1Manager(CgroupManager):
             raise files.CgroupError("refusing to remove the root cgroup", errno.EINVAL)
         for directory in self._unique_dirs():
             remove_tree(directory, timeout)
-

@@ -105,10 +105,14 @@ def test_v1_manager_writes_each_controller_in_its_hierarchy(
                 "cpu": {"shares": 512, "quota": 20000, "period": 100000},
                 "memory": {"limit": 1 << 20},
                 "pids": {"limit": -1},
-                "blockIO": {"weight": 200, "throttleWriteIOPSDevice": [
-                    {"major": 8, "minor": 0, "rate": 10}]},
-                "devices": [{"allow": False}, {"allow": True, "type": "c", "major": 5,
-                                               "minor": 1, "access": "rw"}],
+                "blockIO": {
+                    "weight": 200,
+                    "throttleWriteIOPSDevice": [{"major": 8, "minor": 0, "rate": 10}],
+                },
+                "devices": [
+                    {"allow": False},
+                    {"allow": True, "type": "c", "major": 5, "minor": 1, "access": "rw"},
+                ],
             }
         )
     )
@@ -144,8 +148,10 @@ def test_v2_manager_writes_files_and_unified(tmp_path: Path, writes: list[Write]
             {
                 "cpu": {"shares": 1024, "quota": -1, "period": 100000, "cpus": "0-1"},
                 "pids": {"limit": 64},
-                "blockIO": {"weight": 1000, "throttleReadBpsDevice": [
-                    {"major": 8, "minor": 0, "rate": 4096}]},
+                "blockIO": {
+                    "weight": 1000,
+                    "throttleReadBpsDevice": [{"major": 8, "minor": 0, "rate": 4096}],
+                },
                 "hugepageLimits": [{"pageSize": "2MB", "limit": 2097152}],
                 "unified": {"memory.oom.group": "1"},
             }
