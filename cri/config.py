@@ -65,6 +65,10 @@ class CniConfig:
         default="/etc/cni/net.d",
         metadata=_doc("Directory holding CNI network configurations (.conflist/.conf)."),
     )
+    default_network: str = field(
+        default="",
+        metadata=_doc("Name of the network to use; empty takes the first valid config."),
+    )
     bin_dirs: list[str] = field(
         default_factory=lambda: ["/opt/cni/bin", "/usr/lib/cni"],
         metadata=_doc("Directories searched for CNI plugin binaries, in order."),

@@ -22,7 +22,8 @@ from cri.metrics import MetricsServer, create_metrics
 from cri.runtime_service import RuntimeService
 from cri.server import CriServer
 from cri.state import StateDB, StateError
-from sandbox.node import NetworkReadiness, Node, RuntimeHandler
+from sandbox.network import open_pod_network
+from sandbox.node import Node, RuntimeHandler
 
 log = logging.getLogger("crisp")
 
@@ -39,11 +40,6 @@ def _prepare_dir(path: Path, key: str, mode: int = 0o711) -> None:
         probe.unlink()
     except OSError as e:
         raise StartupError(f"{key} {path} is not a writable directory: {e.strerror}") from e
-
-
-def _network_not_configured() -> NetworkReadiness:
-    # Replaced by the CNI manager's readiness once pod networking lands.
-    return NetworkReadiness(False, "NetworkPluginNotReady", "CNI pod networking is not set up yet")
 
 
 class Daemon:
@@ -97,12 +93,15 @@ class Daemon:
             RuntimeHandler(name=name, kind=h.kind, path=h.path)
             for name, h in sorted(config.runtime.handlers.items())
         ]
+        pod_network = open_pod_network(
+            config.cni.conf_dir, config.cni.bin_dirs, config.cni.default_network, root
+        )
         node = Node(
             handlers=handlers,
             default_handler=config.runtime.default_handler,
             cgroup_driver=config.cgroup.driver,
             settings=self._db,
-            network_probe=_network_not_configured,
+            network_probe=pod_network.status,
         )
         self._node = node
         # The generated servicer bases declare every RPC abstract; the ones crisp does not

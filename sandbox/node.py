@@ -27,11 +27,15 @@ class Condition:
     message: str = ""
 
 
-@dataclass(frozen=True)
-class NetworkReadiness:
-    ready: bool
-    reason: str = ""
-    message: str = ""
+class NetworkReadiness(Protocol):
+    @property
+    def ready(self) -> bool: ...
+
+    @property
+    def reason(self) -> str: ...
+
+    @property
+    def message(self) -> str: ...
 
 
 @dataclass(frozen=True)

@@ -305,3 +305,37 @@ def test_socket_held_by_a_foreign_listener_is_not_replaced(daemon_paths: DaemonP
     finally:
         listener.close()
         daemon_paths.socket.unlink()
+
+
+def _network_condition(daemon: RunningDaemon) -> pb.RuntimeCondition:
+    conditions = daemon.runtime.Status(pb.StatusRequest()).status.conditions
+    return next(c for c in conditions if c.type == "NetworkReady")
+
+
+def test_network_ready_follows_the_cni_conf_dir(crisp: RunningDaemon) -> None:
+    conf_dir = crisp.paths.base / "net.d"
+    network = _network_condition(crisp)
+    assert network.status is False
+    assert network.reason == "NetworkPluginNotReady"
+    assert str(conf_dir) in network.message
+    conf_dir.mkdir()
+    (conf_dir / "10-test.conflist").write_text(
+        json.dumps(
+            {
+                "cniVersion": "1.0.0",
+                "name": "crisp-status-test",
+                "plugins": [
+                    {
+                        "type": "bridge",
+                        "bridge": "crtest0",
+                        "ipam": {"type": "host-local", "subnet": "10.199.250.0/24"},
+                    }
+                ],
+            }
+        )
+    )
+    network = _network_condition(crisp)
+    assert network.status is True, network.message
+    (conf_dir / "10-test.conflist").write_text('{"cniVersion": "1.0.0", "name": "x"}')
+    network = _network_condition(crisp)
+    assert network.status is False and "10-test.conflist" in network.message
