@@ -16,7 +16,7 @@ from pathlib import Path
 from types import FrameType
 
 from cri.config import Config
-from cri.endpoint import LockFile, StartupError
+from cri.endpoint import LockFile, StartupError, prepare_socket_path
 from cri.image_service import ImageService
 from cri.metrics import MetricsServer, create_metrics
 from cri.runtime_service import RuntimeService
@@ -74,6 +74,7 @@ class Daemon:
             if not path.parent.is_dir():
                 raise StartupError(f"socket {path}: directory {path.parent} does not exist")
             self._locks.append(LockFile(path.with_name(path.name + ".lock"), f"socket {path}"))
+            prepare_socket_path(path)  # fail before any work if the path is not ours to take
 
         try:
             self._db = StateDB(root / "crisp.db")
