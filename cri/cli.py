@@ -144,9 +144,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return print_status(config.grpc.socket, args.timeout, args.json)
         _setup_logging(config.log_level)
+        # The fork server goes first: before any thread exists, and before the heavy imports
+        # (gRPC, protobuf) whose memory every spawned monitor would otherwise carry.
+        from runtime.zygote import Zygote
+
+        zygote = Zygote()
         from cri.daemon import serve
 
-        return serve(config)
+        return serve(config, zygote)
     except (ConfigError, StartupError) as e:
         print(f"crisp: {e}", file=sys.stderr)
         return 1

@@ -22,6 +22,7 @@ from cri.metrics import MetricsServer, create_metrics
 from cri.runtime_service import RuntimeService
 from cri.server import CriServer
 from cri.state import StateDB, StateError
+from runtime.zygote import Zygote
 from sandbox.network import open_pod_network
 from sandbox.node import Node, RuntimeHandler
 
@@ -43,8 +44,9 @@ def _prepare_dir(path: Path, key: str, mode: int = 0o711) -> None:
 
 
 class Daemon:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, zygote: Zygote) -> None:
         self.config = config
+        self.zygote = zygote
         self._stop = threading.Event()
         self._locks: list[LockFile] = []
         self._servers: list[CriServer] = []
@@ -175,10 +177,11 @@ class Daemon:
         for lock in reversed(self._locks):
             lock.release()
         self._locks.clear()
+        self.zygote.close()
 
 
-def serve(config: Config) -> int:
-    daemon = Daemon(config)
+def serve(config: Config, zygote: Zygote) -> int:
+    daemon = Daemon(config, zygote)
     # Handlers first: a signal during start-up must still lead to a clean shutdown.
     signal.signal(signal.SIGTERM, daemon.request_stop)
     signal.signal(signal.SIGINT, daemon.request_stop)
