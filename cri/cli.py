@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--reference", action="store_true", help="print the configuration reference as Markdown"
     )
     commands.add_parser("version", help="print crisp's version")
+    commands.add_parser(
+        "check", parents=[config_flags], help="preflight: can this host run crisp? (OK/WARN/FAIL)"
+    )
     status = commands.add_parser(
         "status", parents=[config_flags], help="ask a running daemon for its version and status"
     )
@@ -124,6 +127,25 @@ def _setup_logging(level: str) -> None:
     )
 
 
+def _check(config: Config) -> int:
+    from sandbox.preflight import HostPaths, Verdict, run_checks
+
+    paths = HostPaths(
+        root_dir=Path(config.root_dir),
+        run_dir=Path(config.run_dir),
+        cni_conf_dir=config.cni.conf_dir,
+        cni_bin_dirs=config.cni.bin_dirs,
+        cni_default_network=config.cni.default_network,
+    )
+    failed = False
+    for finding in run_checks(paths):
+        print(f"{finding.verdict.value:<5} {finding.check}: {finding.detail}")
+        if finding.hint and finding.verdict is not Verdict.OK:
+            print(f"      hint: {finding.hint}")
+        failed |= finding.verdict is Verdict.FAIL
+    return 1 if failed else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     if not arguments or (arguments[0].startswith("-") and arguments[0] not in ("-h", "--help")):
@@ -139,6 +161,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "config":
             print(reference_markdown() if args.reference else to_toml(config), end="")
             return 0
+        if args.command == "check":
+            return _check(config)
         if args.command == "status":
             from cri.status_command import print_status
 
