@@ -1,0 +1,58 @@
+"""The deploy/ files must agree with crisp's embedded defaults, since operators use them as is."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cri.config import Config
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+
+
+def _documents(name: str) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all((DEPLOY / "kubernetes" / name).read_text()) if d]
+
+
+def test_kubelet_configuration_points_at_the_default_socket_and_driver() -> None:
+    (kubelet,) = _documents("kubelet-config.yaml")
+    defaults = Config()
+    assert kubelet["kind"] == "KubeletConfiguration"
+    assert kubelet["containerRuntimeEndpoint"] == f"unix://{defaults.grpc.socket}"
+    assert kubelet["imageServiceEndpoint"] == f"unix://{defaults.grpc.socket}"
+    assert kubelet["cgroupDriver"] == defaults.cgroup.driver
+
+
+def test_kubeadm_configurations_use_the_default_socket() -> None:
+    socket = f"unix://{Config().grpc.socket}"
+    for name, kind in (
+        ("kubeadm-init.yaml", "InitConfiguration"),
+        ("kubeadm-join.yaml", "JoinConfiguration"),
+    ):
+        documents = {d["kind"]: d for d in _documents(name)}
+        assert documents[kind]["nodeRegistration"]["criSocket"] == socket
+
+
+def test_runtime_classes_include_the_default_handler() -> None:
+    handlers = {d["handler"] for d in _documents("runtimeclasses.yaml")}
+    assert Config().runtime.default_handler in handlers
+
+
+def test_default_cni_network_is_a_valid_conflist() -> None:
+    from cni.config import parse_conflist
+
+    path = DEPLOY / "cni" / "10-crisp-bridge.conflist"
+    network = parse_conflist(path.read_bytes(), str(path))
+    assert network.name == "crisp"
+    assert [p.type for p in network.plugins] == ["bridge", "portmap", "firewall", "tuning"]
+    assert json.loads(path.read_text())["cniVersion"] == "1.0.0"
+
+
+def test_systemd_unit_keeps_containers_across_restarts() -> None:
+    unit = (DEPLOY / "crisp.service").read_text().splitlines()
+    assert "KillMode=process" in unit
+    assert "Delegate=yes" in unit
+    assert "Before=kubelet.service" in unit
