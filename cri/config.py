@@ -8,6 +8,7 @@ model itself rather than copied by hand.
 from __future__ import annotations
 
 import dataclasses
+import json
 import tomllib
 import types
 import typing
@@ -120,6 +121,34 @@ class RuntimeConfig:
 
 
 @dataclass
+class ImagesConfig:
+    max_concurrent_downloads: int = field(
+        default=3, metadata=_doc("Layers of one pull downloaded at the same time.")
+    )
+    pull_progress_timeout: int = field(
+        default=60,
+        metadata=_doc("Seconds a pull may receive no data before it is aborted."),
+    )
+
+
+@dataclass
+class RegistryConfig:
+    mirrors: list[str] = field(
+        default_factory=list,
+        metadata=_doc(
+            "Mirror locations tried in order before the registry: host[:port][/path prefix]."
+        ),
+    )
+    insecure: bool = field(
+        default=False,
+        metadata=_doc("Allow plain HTTP and skip TLS verification (loopback always may)."),
+    )
+    ca_file: str = field(default="", metadata=_doc("CA bundle to verify the registry's TLS."))
+    username: str = field(default="", metadata=_doc("Registry user name for Basic/token auth."))
+    password: str = field(default="", metadata=_doc("Password for username."))
+
+
+@dataclass
 class Config:
     root_dir: str = field(
         default="/var/lib/crisp",
@@ -142,6 +171,11 @@ class Config:
     streaming: StreamingConfig = field(default_factory=StreamingConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    images: ImagesConfig = field(default_factory=ImagesConfig)
+    registries: dict[str, RegistryConfig] = field(
+        default_factory=dict,
+        metadata=_doc('Per-registry settings by host ([registries."host"] tables).'),
+    )
 
 
 MIN_MESSAGE_BYTES = 16 * 1024 * 1024
@@ -242,22 +276,32 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 
 def parse_override(assignment: str) -> dict[str, Any]:
-    """Turn `section.key=value` (value in TOML syntax, bare words taken as strings) into a table."""
+    """Turn `KEY=VALUE` into a table: KEY is a TOML dotted key (quote parts holding dots, as in
+    `registries."my.host".insecure`), VALUE is TOML, and a bare word is taken as a string."""
     key, sep, raw = assignment.partition("=")
     key = key.strip()
     if not sep or not key:
         raise ConfigError(f"--set {assignment!r}: expected KEY=VALUE")
-    try:
-        value = tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = raw
-    table: dict[str, Any] = {}
-    node = table
-    parts = key.split(".")
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-    node[parts[-1]] = value
-    return table
+    for value_text in (raw, json.dumps(raw)):
+        try:
+            return tomllib.loads(f"{key} = {value_text}")
+        except tomllib.TOMLDecodeError:
+            continue
+    raise ConfigError(f"--set {assignment!r}: {key!r} is not a valid TOML key")
+
+
+_SECRET_KEYS = frozenset({"password", "auth", "identity_token", "registry_token"})
+
+
+def redacted(data: Any) -> Any:
+    """`data` (plain dicts and lists) with every secret value replaced, for logs and Status."""
+    if isinstance(data, dict):
+        return {
+            k: "<redacted>" if k in _SECRET_KEYS and v else redacted(v) for k, v in data.items()
+        }
+    if isinstance(data, list):
+        return [redacted(v) for v in data]
+    return data
 
 
 @dataclass(frozen=True)
@@ -317,6 +361,19 @@ def validate(config: Config) -> None:
     for name, handler in config.runtime.handlers.items():
         if handler.kind == "oci" and not handler.path:
             raise ConfigError(f"key 'runtime.handlers.{name}.path': required for kind 'oci'")
+    if config.images.max_concurrent_downloads < 1:
+        raise ConfigError("key 'images.max_concurrent_downloads': must be at least 1")
+    if config.images.pull_progress_timeout < 1:
+        raise ConfigError("key 'images.pull_progress_timeout': must be at least 1 second")
+    for host, registry in config.registries.items():
+        for position, mirror in enumerate(registry.mirrors):
+            location = mirror.removeprefix("https://").removeprefix("http://")
+            if not location.partition("/")[0]:
+                raise ConfigError(
+                    f"key 'registries.{host}.mirrors[{position}]': {mirror!r} names no host"
+                )
+        if registry.ca_file and not registry.ca_file.startswith("/"):
+            raise ConfigError(f"key 'registries.{host}.ca_file': must be an absolute path")
 
 
 def split_address(address: str, key: str = "address") -> tuple[str, int]:

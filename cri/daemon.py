@@ -15,13 +15,17 @@ import uuid
 from pathlib import Path
 from types import FrameType
 
-from cri.config import Config
+from cri.config import Config, redacted
 from cri.endpoint import LockFile, StartupError, prepare_socket_path
 from cri.image_service import ImageService
-from cri.metrics import MetricsServer, create_metrics
+from cri.metrics import ImagePullCollector, MetricsServer, create_metrics
 from cri.runtime_service import RuntimeService
 from cri.server import CriServer
 from cri.state import StateDB, StateError
+from imagesvc.endpoints import InvalidRegistryConfig, RegistryHost
+from imagesvc.manager import ImageManager
+from imagesvc.pull import PullOptions
+from imagesvc.registry import ClientOptions
 from runtime.zygote import Zygote
 from sandbox.network import open_pod_network
 from sandbox.node import Node, RuntimeHandler
@@ -110,7 +114,9 @@ class Daemon:
         # The generated servicer bases declare every RPC abstract; the ones crisp does not
         # serve yet are answered UNIMPLEMENTED by the base class (see cri/interceptors.py).
         runtime_service = RuntimeService(node, VERSION, self._verbose_info)  # type: ignore[abstract]
-        image_service = ImageService()  # type: ignore[abstract]
+        images = self._open_images(config, self._db)
+        metrics.registry.register(ImagePullCollector(images.stats))
+        image_service = ImageService(images)
         self._servers.append(
             CriServer(
                 Path(config.grpc.socket),
@@ -141,13 +147,49 @@ class Daemon:
             self.metrics_address or "disabled",
         )
 
+    @staticmethod
+    def _open_images(config: Config, db: StateDB) -> ImageManager:
+        registries = {
+            host: RegistryHost(
+                mirrors=tuple(r.mirrors),
+                insecure=r.insecure,
+                ca_file=r.ca_file,
+                username=r.username,
+                password=r.password,
+            )
+            for host, r in config.registries.items()
+        }
+        try:
+            images = ImageManager(
+                Path(config.root_dir) / "images",
+                db,
+                registries=registries,
+                client_options=ClientOptions(
+                    progress_timeout=float(config.images.pull_progress_timeout)
+                ),
+                pull_options=PullOptions(
+                    max_concurrent_downloads=config.images.max_concurrent_downloads
+                ),
+            )
+        except InvalidRegistryConfig as e:
+            raise StartupError(str(e)) from e
+        temporaries, blobs, layers = images.recover()
+        if temporaries or blobs or layers:
+            log.info(
+                "interrupted pulls left %d temporaries, %d blobs, %d layers: removed",
+                temporaries,
+                blobs,
+                layers,
+            )
+        return images
+
     @property
     def metrics_address(self) -> str:
         return self._metrics_server.address if self._metrics_server else ""
 
     def _verbose_info(self) -> dict[str, object]:
         return {
-            "config": dataclasses.asdict(self.config),
+            "config": redacted(dataclasses.asdict(self.config)),
             "endpoints": {
                 "socket": self.config.grpc.socket,
                 "imageSocket": self.config.grpc.image_socket,

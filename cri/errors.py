@@ -9,6 +9,9 @@ from dataclasses import dataclass
 
 import grpc
 
+from imagesvc import errors as images
+from imagesvc.auth import InvalidCredentials
+from imagesvc.endpoints import InvalidRegistryConfig
 from sandbox import errors as domain
 
 # Ordered most specific first: the first class in the exception's MRO that is listed wins.
@@ -20,6 +23,25 @@ _CODES: dict[type[BaseException], grpc.StatusCode] = {
     domain.Unavailable: grpc.StatusCode.UNAVAILABLE,
     domain.DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
     domain.Unimplemented: grpc.StatusCode.UNIMPLEMENTED,
+    # Image service. Content that fails verification (digest, diff ID, unsafe or corrupt
+    # layer, bad manifest) is refused, not a crisp bug: FAILED_PRECONDITION. A registry
+    # refusing credentials is UNKNOWN, as containerd reports it (kubelet shows the message).
+    images.InvalidReference: grpc.StatusCode.INVALID_ARGUMENT,
+    images.InvalidDigest: grpc.StatusCode.INVALID_ARGUMENT,
+    InvalidCredentials: grpc.StatusCode.INVALID_ARGUMENT,
+    InvalidRegistryConfig: grpc.StatusCode.INVALID_ARGUMENT,
+    images.ImageNotFound: grpc.StatusCode.NOT_FOUND,
+    images.RegistryNotFound: grpc.StatusCode.NOT_FOUND,
+    images.NoMatchingPlatform: grpc.StatusCode.NOT_FOUND,
+    images.AuthenticationFailed: grpc.StatusCode.UNKNOWN,
+    images.PullTimeout: grpc.StatusCode.DEADLINE_EXCEEDED,
+    images.PullCancelled: grpc.StatusCode.CANCELLED,
+    images.RegistryUnavailable: grpc.StatusCode.UNAVAILABLE,
+    images.DigestMismatch: grpc.StatusCode.FAILED_PRECONDITION,
+    images.InvalidManifest: grpc.StatusCode.FAILED_PRECONDITION,
+    images.InvalidLayer: grpc.StatusCode.FAILED_PRECONDITION,
+    images.LayerInUse: grpc.StatusCode.FAILED_PRECONDITION,
+    images.RegistryError: grpc.StatusCode.UNKNOWN,
 }
 
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from cri.config import split_address
 
@@ -75,6 +79,51 @@ def create_metrics() -> Metrics:
             registry=registry,
         ),
     )
+
+
+class PullCounters(Protocol):
+    """What the image service counts since start (imagesvc.pull.PullStats)."""
+
+    @property
+    def bytes_fetched(self) -> int: ...
+
+    @property
+    def pulls(self) -> int: ...
+
+    @property
+    def layers_reused(self) -> int: ...
+
+    @property
+    def failures(self) -> Mapping[str, int]: ...
+
+
+class ImagePullCollector(Collector):
+    """Reads the image service's own counters at scrape time, so pulls pay nothing extra."""
+
+    def __init__(self, counters: PullCounters) -> None:
+        self._counters = counters
+
+    def collect(self) -> Iterator[Metric]:
+        counters = self._counters
+        pulled = CounterMetricFamily(
+            "crisp_image_pull_bytes", "Bytes downloaded from registries by image pulls."
+        )
+        pulled.add_metric([], counters.bytes_fetched)
+        yield pulled
+        pulls = CounterMetricFamily("crisp_image_pulls", "Image pulls that succeeded.")
+        pulls.add_metric([], counters.pulls)
+        yield pulls
+        reused = CounterMetricFamily(
+            "crisp_image_layers_reused", "Layers a pull found already unpacked."
+        )
+        reused.add_metric([], counters.layers_reused)
+        yield reused
+        failures = CounterMetricFamily(
+            "crisp_image_pull_failures", "Image pulls that failed, by reason.", labels=["reason"]
+        )
+        for reason, count in sorted(dict(counters.failures).items()):
+            failures.add_metric([reason], count)
+        yield failures
 
 
 class MetricsServer:

@@ -80,3 +80,40 @@ class NoMatchingPlatform(ImageError, LookupError):
         super().__init__(f"no manifest for platform {platform} (available: {listed})")
         self.platform = platform
         self.available = available
+
+
+class ImageNotFound(ImageError, LookupError):
+    def __init__(self, reference: str) -> None:
+        super().__init__(f"image {reference!r} not found")
+        self.reference = reference
+
+
+class RegistryError(ImageError):
+    """A registry could not give what a pull needed; the message names the registry."""
+
+    def __init__(self, registry: str, reason: str) -> None:
+        super().__init__(f"registry {registry}: {reason}")
+        self.registry = registry
+        self.reason = reason
+
+
+class AuthenticationFailed(RegistryError):
+    """Credentials missing or refused (HTTP 401/403, or the token service said no)."""
+
+
+class RegistryNotFound(RegistryError, LookupError):
+    """The registry answered 404: no such repository, tag, manifest or blob."""
+
+
+class RegistryUnavailable(RegistryError):
+    """Connection failures or server errors that outlived the retries."""
+
+
+class PullTimeout(RegistryError):
+    """No bytes arrived for the configured progress timeout."""
+
+
+class PullCancelled(ImageError):
+    def __init__(self, reference: str) -> None:
+        super().__init__(f"pull of {reference!r} cancelled by the caller")
+        self.reference = reference

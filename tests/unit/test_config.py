@@ -162,3 +162,21 @@ def test_reference_lists_every_leaf_key() -> None:
         "runtime.handlers.NAME.path",
     ):
         assert f"| `{key}` |" in table
+
+
+def test_set_override_with_quoted_dotted_host() -> None:
+    assert parse_override('registries."my.registry:5000".insecure=true') == {
+        "registries": {"my.registry:5000": {"insecure": True}}
+    }
+    with pytest.raises(ConfigError, match="not a valid TOML key"):
+        parse_override("a..b=1")
+
+
+def test_redacted_hides_secrets_only() -> None:
+    from cri.config import redacted
+
+    data = {"registries": {"r": {"username": "u", "password": "p"}}, "root_dir": "/x"}
+    assert redacted(data) == {
+        "registries": {"r": {"username": "u", "password": "<redacted>"}},
+        "root_dir": "/x",
+    }
