@@ -1,0 +1,5 @@
+import sys
+
+from critest.cli import main
+
+sys.exit(main())
