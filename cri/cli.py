@@ -170,6 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _setup_logging(config.log_level)
         # The fork server goes first: before any thread exists, and before the heavy imports
         # (gRPC, protobuf) whose memory every spawned monitor would otherwise carry.
+        import runtime.entry_points  # noqa: F401  (registers the zygote entry points)
         from runtime.zygote import Zygote
 
         zygote = Zygote()

@@ -22,6 +22,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import functools
+import json
 import os
 from collections.abc import Mapping, Sequence
 from types import TracebackType
@@ -338,6 +339,31 @@ def compile(profile: Mapping[str, Any]) -> Filter:
         lib.seccomp_release(ctx)
         raise
     return Filter(ctx, skipped, flags)
+
+
+_PROGRAMS: dict[str, bytes] = {}
+_PROGRAMS_KEPT = 64
+
+
+def program(profile: Mapping[str, Any]) -> bytes:
+    """The BPF program of `profile`, for `load_bpf` in a child.
+
+    Compiled in the daemon once per distinct profile: libseccomp is not inside the
+    container's rootfs, and generating the BPF costs ~15 ms that a container start should
+    not pay each time. Profiles with kernel filter flags are refused (prctl cannot pass them).
+    """
+    key = json.dumps(profile, sort_keys=True)
+    cached = _PROGRAMS.get(key)
+    if cached is not None:
+        return cached
+    with compile(profile) as compiled:
+        if compiled.flags:
+            raise SeccompError(f"flags: {', '.join(compiled.flags)} are not supported by crisp")
+        bpf = compiled.bpf()
+    if len(_PROGRAMS) >= _PROGRAMS_KEPT:
+        _PROGRAMS.pop(next(iter(_PROGRAMS)))
+    _PROGRAMS[key] = bpf
+    return bpf
 
 
 def validate(profile: Mapping[str, Any]) -> tuple[str, ...]:

@@ -1,0 +1,120 @@
+"""Running another process in a live container (OCI `exec`): the zygote entry point "exec".
+
+The spawned helper joins the container's cgroup and namespaces (those of its init, found
+by pid and checked by start time so a recycled pid is never entered), forks the process
+into the pid namespace, and waits for it, so no zombie is left behind. It reports on a
+pipe, one JSON object per line: {"pid": …} once the process runs, then {"exit_code": …}
+or {"error": …} (the process could not be executed, e.g. no such executable).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+from typing import Any, NoReturn
+
+from runtime import process as process_setup
+from runtime import syscalls as sc
+from runtime.cgroups import CgroupError, new_manager
+from runtime.procfs import start_time
+from runtime.spec import parse_process
+from runtime.zygote import entry_point
+
+# Joined in this order: the user namespace decides what may be joined after it, and the
+# mount namespace goes last because the other /proc paths must still resolve on the host.
+NAMESPACES = (
+    ("user", sc.CLONE_NEWUSER),
+    ("ipc", sc.CLONE_NEWIPC),
+    ("uts", sc.CLONE_NEWUTS),
+    ("net", sc.CLONE_NEWNET),
+    ("pid", sc.CLONE_NEWPID),
+    ("cgroup", sc.CLONE_NEWCGROUP),
+    ("mnt", sc.CLONE_NEWNS),
+)
+
+
+class ExecError(Exception):
+    pass
+
+
+def _report(fd: int, **message: Any) -> None:
+    os.write(fd, json.dumps(message).encode() + b"\n")
+
+
+def _open_namespaces(pid: int, started: int) -> list[tuple[int, int]]:
+    opened: list[tuple[int, int]] = []
+    try:
+        for name, flag in NAMESPACES:
+            target = os.stat(f"/proc/{pid}/ns/{name}")
+            own = os.stat(f"/proc/self/ns/{name}")
+            if (target.st_dev, target.st_ino) != (own.st_dev, own.st_ino):
+                opened.append((os.open(f"/proc/{pid}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC), flag))
+        if start_time(pid) != started:
+            raise ExecError("container is not running")
+    except FileNotFoundError:
+        for fd, _ in opened:
+            os.close(fd)
+        raise ExecError("container is not running") from None
+    except BaseException:
+        for fd, _ in opened:
+            os.close(fd)
+        raise
+    return opened
+
+
+def _child(args: dict[str, Any], stdio: tuple[int, int, int], errors: int, report: int) -> NoReturn:
+    try:
+        os.close(report)
+        process = parse_process(args["process"])
+        process_setup.reset_signals()
+        process_setup.attach_stdio(stdio, process.terminal)
+        encoded = args.get("seccomp_bpf")
+        program = base64.b64decode(encoded) if encoded else None
+        executable, seccomp = process_setup.prepare(process, program)
+        process_setup.execute(process, executable, seccomp)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.write(errors, str(exc).encode())
+    os._exit(127)
+
+
+@entry_point("exec")
+def main(args: dict[str, Any], fds: list[int]) -> int:
+    """args: process (OCI JSON), pid and start_time of the container init, cgroups_path,
+    seccomp_bpf (base64 of the compiled profile, or None); fds: stdin, stdout, stderr
+    for the process, then the report pipe."""
+    stdin, stdout, stderr, report = fds
+    os.set_inheritable(report, False)
+    try:
+        namespaces = _open_namespaces(int(args["pid"]), int(args["start_time"]))
+        try:
+            new_manager(str(args["cgroups_path"])).apply(os.getpid())
+        except CgroupError as exc:
+            raise ExecError(f"joining the container's cgroup: {exc}") from None
+        for fd, flag in namespaces:
+            sc.setns(fd, flag)
+            os.close(fd)
+        errors_r, errors_w = os.pipe()
+        child = os.fork()
+        if child == 0:
+            os.close(errors_r)
+            _child(args, (stdin, stdout, stderr), errors_w, report)
+        os.close(errors_w)
+        for fd in {stdin, stdout, stderr}:
+            os.close(fd)
+        _report(report, pid=child)
+        with os.fdopen(errors_r, "rb") as errors:
+            error = errors.read().decode(errors="replace")  # end-of-file: execve happened
+        _, status = os.waitpid(child, 0)
+    except Exception as exc:
+        _report(report, error=str(exc) or type(exc).__name__)
+        return 1
+    if error:
+        _report(report, error=error)
+    elif os.WIFSIGNALED(status):
+        _report(report, exit_code=128 + os.WTERMSIG(status), signal=os.WTERMSIG(status))
+    else:
+        _report(report, exit_code=os.WEXITSTATUS(status))
+    return 0
