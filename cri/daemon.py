@@ -15,6 +15,7 @@ import uuid
 from pathlib import Path
 from types import FrameType
 
+from cni.network import NetworkManager
 from cri.config import Config, redacted
 from cri.endpoint import LockFile, StartupError, prepare_socket_path
 from cri.image_service import ImageService
@@ -29,6 +30,8 @@ from imagesvc.registry import ClientOptions
 from runtime.zygote import Zygote
 from sandbox.network import open_pod_network
 from sandbox.node import Node, RuntimeHandler
+from sandbox.pod_context import PodSettings
+from sandbox.pods import PodService
 
 log = logging.getLogger("crisp")
 
@@ -57,6 +60,7 @@ class Daemon:
         self._metrics_server: MetricsServer | None = None
         self._db: StateDB | None = None
         self._node: Node | None = None
+        self._pods: PodService | None = None
 
     def start(self) -> None:
         try:
@@ -111,9 +115,12 @@ class Daemon:
             network_probe=pod_network.status,
         )
         self._node = node
+        self._pods = self._open_pods(config, node, pod_network)
         # The generated servicer bases declare every RPC abstract; the ones crisp does not
         # serve yet are answered UNIMPLEMENTED by the base class (see cri/interceptors.py).
-        runtime_service = RuntimeService(node, VERSION, self._verbose_info)  # type: ignore[abstract]
+        runtime_service = RuntimeService(  # type: ignore[abstract]
+            node, VERSION, self._verbose_info, pods=self._pods
+        )
         images = self._open_images(config, self._db)
         metrics.registry.register(ImagePullCollector(images.stats))
         image_service = ImageService(images)
@@ -146,6 +153,18 @@ class Daemon:
             ", ".join(str(s.socket_path) for s in self._servers),
             self.metrics_address or "disabled",
         )
+
+    def _open_pods(self, config: Config, node: Node, network: NetworkManager) -> PodService:
+        assert self._db is not None
+        settings = PodSettings(
+            pods_dir=Path(config.run_dir) / "pods",
+            cgroup_driver=config.cgroup.driver,
+            cgroup_parent=config.cgroup.parent,
+            drop_infra=config.runtime.drop_infra,
+        )
+        pods = PodService(self._db, self.zygote, network, node, settings)
+        pods.reconcile()
+        return pods
 
     @staticmethod
     def _open_images(config: Config, db: StateDB) -> ImageManager:
@@ -210,6 +229,9 @@ class Daemon:
         for server in self._servers:
             server.stop(_SHUTDOWN_GRACE_SECONDS)
         self._servers.clear()
+        if self._pods is not None:
+            self._pods.close()
+            self._pods = None
         if self._metrics_server is not None:
             self._metrics_server.close()
             self._metrics_server = None

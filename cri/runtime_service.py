@@ -7,26 +7,36 @@ the interceptor reports as UNIMPLEMENTED naming the RPC.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 
 import grpc
 
+from cri import pod_messages
 from criapi import api_pb2 as pb
 from criapi import api_pb2_grpc as pb_grpc
 from sandbox.node import Node
+from sandbox.pods import PodService
 
 CRI_VERSION = "0.1.0"  # the kubelet-facing API version field, as every CRI runtime reports it
 RUNTIME_NAME = "crisp"
 RUNTIME_API_VERSION = "v1"
 
 _CGROUP_DRIVERS = {"systemd": pb.SYSTEMD, "cgroupfs": pb.CGROUPFS}
+_STREAM_BATCH = 100  # pod sandboxes per StreamPodSandboxes message
 
 
 class RuntimeService(pb_grpc.RuntimeServiceServicer):
     def __init__(
-        self, node: Node, runtime_version: str, verbose_info: Callable[[], dict[str, object]]
+        self,
+        node: Node,
+        runtime_version: str,
+        verbose_info: Callable[[], dict[str, object]],
+        *,
+        pods: PodService,
     ) -> None:
         self._node = node
+        self._pods = pods
         self._runtime_version = runtime_version
         self._verbose_info = verbose_info
 
@@ -76,3 +86,47 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
     ) -> pb.UpdateRuntimeConfigResponse:
         self._node.set_pod_cidr(request.runtime_config.network_config.pod_cidr)
         return pb.UpdateRuntimeConfigResponse()
+
+    # --- pod sandboxes ---
+
+    def RunPodSandbox(
+        self, request: pb.RunPodSandboxRequest, context: grpc.ServicerContext
+    ) -> pb.RunPodSandboxResponse:
+        config = pod_messages.pod_config(request.config)
+        pod_id = self._pods.run(config, request.runtime_handler)
+        return pb.RunPodSandboxResponse(pod_sandbox_id=pod_id)
+
+    def StopPodSandbox(
+        self, request: pb.StopPodSandboxRequest, context: grpc.ServicerContext
+    ) -> pb.StopPodSandboxResponse:
+        self._pods.stop(request.pod_sandbox_id)
+        return pb.StopPodSandboxResponse()
+
+    def RemovePodSandbox(
+        self, request: pb.RemovePodSandboxRequest, context: grpc.ServicerContext
+    ) -> pb.RemovePodSandboxResponse:
+        self._pods.remove(request.pod_sandbox_id)
+        return pb.RemovePodSandboxResponse()
+
+    def PodSandboxStatus(
+        self, request: pb.PodSandboxStatusRequest, context: grpc.ServicerContext
+    ) -> pb.PodSandboxStatusResponse:
+        status = self._pods.status(request.pod_sandbox_id, request.verbose)
+        return pb.PodSandboxStatusResponse(
+            status=pod_messages.pod_status(status),
+            info=pod_messages.status_info(status),
+            timestamp=time.time_ns(),
+        )
+
+    def ListPodSandbox(
+        self, request: pb.ListPodSandboxRequest, context: grpc.ServicerContext
+    ) -> pb.ListPodSandboxResponse:
+        listed = self._pods.list(pod_messages.pod_filter(request.filter))
+        return pb.ListPodSandboxResponse(items=pod_messages.pod_sandboxes(listed))
+
+    def StreamPodSandboxes(
+        self, request: pb.StreamPodSandboxesRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.StreamPodSandboxesResponse]:
+        items = pod_messages.pod_sandboxes(self._pods.list(pod_messages.pod_filter(request.filter)))
+        for start in range(0, len(items), _STREAM_BATCH):
+            yield pb.StreamPodSandboxesResponse(pod_sandboxes=items[start : start + _STREAM_BATCH])

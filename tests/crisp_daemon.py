@@ -16,6 +16,7 @@ import grpc
 
 from criapi import api_pb2 as pb
 from criapi import api_pb2_grpc as pb_grpc
+from runtime.namespaces import mounts_under
 
 
 @dataclass
@@ -170,3 +171,5 @@ def assert_nothing_left(daemon: RunningDaemon) -> None:
     assert not daemon.paths.socket.exists(), "socket left behind"
     left_in_run = sorted(p.name for p in daemon.paths.run.iterdir())
     assert left_in_run == [], f"run dir not clean: {left_in_run}"
+    mounts = mounts_under(daemon.paths.base)
+    assert mounts == [], f"mounts left under {daemon.paths.base}: {mounts}"

@@ -1,0 +1,151 @@
+"""Pod sandbox messages: CRI protobuf ↔ the domain's pod types. Translation only."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+
+from criapi import api_pb2 as pb
+from sandbox.pod import (
+    DNSSettings,
+    NamespaceMode,
+    PodConfig,
+    PodMetadata,
+    PodSandbox,
+    PortMapping,
+    Resources,
+)
+from sandbox.pod_list import ListedPod, PodFilter
+from sandbox.pod_status import PodStatus
+
+_MODE_VALUES = {
+    NamespaceMode.POD: pb.POD,
+    NamespaceMode.CONTAINER: pb.CONTAINER,
+    NamespaceMode.NODE: pb.NODE,
+    NamespaceMode.TARGET: pb.TARGET,
+}
+_MODES: dict[int, NamespaceMode] = {value: mode for mode, value in _MODE_VALUES.items()}
+_PROTOCOLS = {pb.TCP: "tcp", pb.UDP: "udp", pb.SCTP: "sctp"}
+_STATES = {"ready": pb.SANDBOX_READY, "notready": pb.SANDBOX_NOTREADY}
+_STATE_NAMES = {value: name for name, value in _STATES.items()}
+
+
+def _mode(value: int) -> NamespaceMode:
+    # An unknown enum number (a newer kubelet) reads as TARGET, which validation refuses.
+    return _MODES.get(value, NamespaceMode.TARGET)
+
+
+def _resources(linux: pb.LinuxPodSandboxConfig, field: str) -> Resources | None:
+    if not linux.HasField(field):  # type: ignore[arg-type]
+        return None
+    r: pb.LinuxContainerResources = getattr(linux, field)
+    return Resources(
+        cpu_period=r.cpu_period,
+        cpu_quota=r.cpu_quota,
+        cpu_shares=r.cpu_shares,
+        memory_limit_in_bytes=r.memory_limit_in_bytes,
+        cpuset_cpus=r.cpuset_cpus,
+        cpuset_mems=r.cpuset_mems,
+    )
+
+
+def pod_config(config: pb.PodSandboxConfig) -> PodConfig:
+    meta = config.metadata
+    linux = config.linux
+    security = linux.security_context
+    options = security.namespace_options
+    user_namespace = NamespaceMode.NODE
+    if options.HasField("userns_options"):
+        user_namespace = _mode(options.userns_options.mode)
+    return PodConfig(
+        metadata=PodMetadata(
+            name=meta.name, uid=meta.uid, namespace=meta.namespace, attempt=meta.attempt
+        ),
+        hostname=config.hostname,
+        log_directory=config.log_directory,
+        dns=DNSSettings(
+            servers=tuple(config.dns_config.servers),
+            searches=tuple(config.dns_config.searches),
+            options=tuple(config.dns_config.options),
+        ),
+        port_mappings=tuple(
+            PortMapping(
+                container_port=p.container_port,
+                host_port=p.host_port,
+                protocol=_PROTOCOLS.get(p.protocol, f"protocol {p.protocol}"),
+                host_ip=p.host_ip,
+            )
+            for p in config.port_mappings
+        ),
+        labels=dict(config.labels),
+        annotations=dict(config.annotations),
+        cgroup_parent=linux.cgroup_parent,
+        sysctls=dict(linux.sysctls),
+        network=_mode(options.network),
+        pid=_mode(options.pid),
+        ipc=_mode(options.ipc),
+        target_id=options.target_id,
+        user_namespace=user_namespace,
+        overhead=_resources(linux, "overhead"),
+        resources=_resources(linux, "resources"),
+        privileged=security.privileged,
+    )
+
+
+def pod_filter(wanted: pb.PodSandboxFilter) -> PodFilter:
+    state = _STATE_NAMES.get(wanted.state.state) if wanted.HasField("state") else None
+    return PodFilter(id=wanted.id, state=state, labels=dict(wanted.label_selector))
+
+
+def _metadata(pod: PodSandbox) -> pb.PodSandboxMetadata:
+    meta = pod.config.metadata
+    return pb.PodSandboxMetadata(
+        name=meta.name, uid=meta.uid, namespace=meta.namespace, attempt=meta.attempt
+    )
+
+
+def pod_status(status: PodStatus) -> pb.PodSandboxStatus:
+    pod = status.pod
+    ips = pod.ips if pod.network_attached else []
+    config = pod.config
+    return pb.PodSandboxStatus(
+        id=pod.id,
+        metadata=_metadata(pod),
+        state=pb.SANDBOX_READY if status.ready else pb.SANDBOX_NOTREADY,
+        created_at=pod.created_ns,
+        network=pb.PodSandboxNetworkStatus(
+            ip=ips[0] if ips else "", additional_ips=[pb.PodIP(ip=ip) for ip in ips[1:]]
+        ),
+        linux=pb.LinuxPodSandboxStatus(
+            namespaces=pb.Namespace(
+                options=pb.NamespaceOption(
+                    network=_MODE_VALUES[config.network],
+                    pid=_MODE_VALUES[config.pid],
+                    ipc=_MODE_VALUES[config.ipc],
+                    target_id=config.target_id,
+                )
+            )
+        ),
+        labels=config.labels,
+        annotations=config.annotations,
+        runtime_handler=pod.runtime_handler,
+    )
+
+
+def status_info(status: PodStatus) -> dict[str, str]:
+    return {} if status.info is None else {"info": json.dumps(status.info)}
+
+
+def pod_sandboxes(listed: Iterable[ListedPod]) -> list[pb.PodSandbox]:
+    return [
+        pb.PodSandbox(
+            id=item.pod.id,
+            metadata=_metadata(item.pod),
+            state=_STATES[item.state],
+            created_at=item.pod.created_ns,
+            labels=item.pod.config.labels,
+            annotations=item.pod.config.annotations,
+            runtime_handler=item.pod.runtime_handler,
+        )
+        for item in listed
+    ]
