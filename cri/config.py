@@ -70,6 +70,12 @@ class CniConfig:
         default="",
         metadata=_doc("Name of the network to use; empty takes the first valid config."),
     )
+    write_default_network: bool = field(
+        default=True,
+        metadata=_doc(
+            "At start, write crisp's bridge network into conf_dir if it holds no network."
+        ),
+    )
     bin_dirs: list[str] = field(
         default_factory=lambda: ["/opt/cni/bin", "/usr/lib/cni"],
         metadata=_doc("Directories searched for CNI plugin binaries, in order."),

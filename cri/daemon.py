@@ -104,9 +104,19 @@ class Daemon:
             RuntimeHandler(name=name, kind=h.kind, path=h.path)
             for name, h in sorted(config.runtime.handlers.items())
         ]
-        pod_network = open_pod_network(
-            config.cni.conf_dir, config.cni.bin_dirs, config.cni.default_network, root
-        )
+        try:
+            pod_network = open_pod_network(
+                config.cni.conf_dir,
+                config.cni.bin_dirs,
+                config.cni.default_network,
+                root,
+                write_default=config.cni.write_default_network,
+            )
+        except OSError as e:
+            raise StartupError(
+                f"cni.conf_dir {config.cni.conf_dir}: cannot write the default network: "
+                f"{e.strerror}"
+            ) from e
         node = Node(
             handlers=handlers,
             default_handler=config.runtime.default_handler,

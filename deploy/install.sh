@@ -25,10 +25,8 @@ if [ ! -e /etc/crisp/crisp.toml ]; then
 TOML
 fi
 
-install -d -m 0755 /etc/cni/net.d
-if ! ls /etc/cni/net.d/*.conflist /etc/cni/net.d/*.conf /etc/cni/net.d/*.json >/dev/null 2>&1; then
-    install -m 0644 "$src/deploy/cni/10-crisp-bridge.conflist" /etc/cni/net.d/
-fi
+# crisp writes its default bridge network into /etc/cni/net.d at start when that holds no
+# network (cni.write_default_network).
 
 socket=$(crisp config | sed -n 's/^socket = "\(.*\)"$/\1/p' | head -n1)
 if [ -d /run/systemd/system ]; then

@@ -142,7 +142,7 @@ def _network(paths: HostPaths) -> Finding:
             Verdict.FAIL,
             status.message,
             "apt-get install containernetworking-plugins and put a .conflist in the conf dir "
-            "(deploy/cni/10-crisp-bridge.conflist is crisp's default)",
+            "(crisp serve writes its default network there when the directory is empty)",
         )
     current = network.network
     detail = f"{current.name} from {current.source}" if current else "ready"

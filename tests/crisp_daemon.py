@@ -63,6 +63,9 @@ class DaemonPaths:
             str(self.socket),
             "--cni-conf-dir",
             str(self.base / "net.d"),
+            # Tests bring their own networks; the default one would share the host's bridge.
+            "--set",
+            "cni.write_default_network=false",
             "--metrics-address",
             "127.0.0.1:0",
             "--log-level",

@@ -337,3 +337,36 @@ def test_network_ready_follows_the_cni_conf_dir(crisp: RunningDaemon) -> None:
     (conf_dir / "10-test.conflist").write_text('{"cniVersion": "1.0.0", "name": "x"}')
     network = _network_condition(crisp)
     assert network.status is False and "10-test.conflist" in network.message
+
+
+def test_default_network_is_written_into_an_empty_conf_dir(daemon_paths: DaemonPaths) -> None:
+    conf_dir = daemon_paths.base / "net.d"
+    daemon = start_daemon(daemon_paths, ["--set", "cni.write_default_network=true"])
+    try:
+        written = conf_dir / "10-crisp-bridge.conflist"
+        network = json.loads(written.read_text())
+        assert network["name"] == "crisp"
+        assert [p["type"] for p in network["plugins"]] == [
+            "bridge",
+            "portmap",
+            "firewall",
+            "tuning",
+        ]
+        assert _network_condition(daemon).status is True
+    finally:
+        assert daemon.stop() == 0
+    # An operator's own network is never touched, and nothing is added beside it.
+    written.unlink()
+    (conf_dir / "50-mine.conflist").write_text(
+        json.dumps({"cniVersion": "1.0.0", "name": "mine", "plugins": [{"type": "bridge"}]})
+    )
+    daemon = start_daemon(daemon_paths, ["--set", "cni.write_default_network=true"])
+    try:
+        assert sorted(p.name for p in conf_dir.iterdir()) == ["50-mine.conflist"]
+    finally:
+        assert daemon.stop() == 0
+    assert_nothing_left(daemon)
+
+
+def test_default_network_switched_off_writes_nothing(crisp: RunningDaemon) -> None:
+    assert not (crisp.paths.base / "net.d").exists()

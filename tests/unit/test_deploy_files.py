@@ -43,12 +43,12 @@ def test_runtime_classes_include_the_default_handler() -> None:
 
 def test_default_cni_network_is_a_valid_conflist() -> None:
     from cni.config import parse_conflist
+    from sandbox.network import default_network
 
-    path = DEPLOY / "cni" / "10-crisp-bridge.conflist"
-    network = parse_conflist(path.read_bytes(), str(path))
+    network = parse_conflist(json.dumps(default_network()).encode(), "default")
     assert network.name == "crisp"
     assert [p.type for p in network.plugins] == ["bridge", "portmap", "firewall", "tuning"]
-    assert json.loads(path.read_text())["cniVersion"] == "1.0.0"
+    assert network.cni_version == "1.0.0"
 
 
 def test_systemd_unit_keeps_containers_across_restarts() -> None:
