@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import tomllib
 from pathlib import Path
@@ -65,12 +66,14 @@ def test_status_against_a_running_daemon(crisp: RunningDaemon) -> None:
     assert result.returncode == 0, result.stderr
     assert "crisp 0.1.0 (CRI v1)" in result.stdout
     assert "RuntimeReady: true" in result.stdout
+    assert re.search(r"^objects: +0 pods, (0|n/a) containers, 0 images$", result.stdout, re.M)
     as_json = run_crisp(
         "status", "--json", "--socket", str(crisp.paths.socket), "--config-dir", "/none"
     )
     answer = json.loads(as_json.stdout)
     assert answer["runtimeName"] == "crisp"
     assert {c["type"] for c in answer["conditions"]} == {"RuntimeReady", "NetworkReady"}
+    assert answer["counts"]["pods"] == 0 and answer["counts"]["images"] == 0
 
 
 def test_status_without_a_daemon_fails_clearly(tmp_path: Path) -> None:
