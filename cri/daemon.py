@@ -12,6 +12,7 @@ import os
 import signal
 import threading
 import uuid
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import FrameType
 
@@ -23,11 +24,18 @@ from cri.metrics import ImagePullCollector, MetricsServer, create_metrics
 from cri.runtime_service import RuntimeService
 from cri.server import CriServer
 from cri.state import StateDB, StateError
+from cri.streaming import StreamingServer
+from cri.streaming_backend import DomainBackend
+from imagesvc.digest import Digest
 from imagesvc.endpoints import InvalidRegistryConfig, RegistryHost
 from imagesvc.manager import ImageManager
 from imagesvc.pull import PullOptions
 from imagesvc.registry import ClientOptions
+from runtime.container import Runtime
 from runtime.zygote import Zygote
+from sandbox import pod_cgroups
+from sandbox.container_context import ContainerSettings
+from sandbox.containers import ContainerService
 from sandbox.network import open_pod_network
 from sandbox.node import Node, RuntimeHandler
 from sandbox.pod_context import PodSettings
@@ -61,6 +69,8 @@ class Daemon:
         self._db: StateDB | None = None
         self._node: Node | None = None
         self._pods: PodService | None = None
+        self._containers: ContainerService | None = None
+        self._streaming: StreamingServer | None = None
 
     def start(self) -> None:
         try:
@@ -101,7 +111,13 @@ class Daemon:
                 ) from e
 
         handlers = [
-            RuntimeHandler(name=name, kind=h.kind, path=h.path)
+            RuntimeHandler(
+                name=name,
+                kind=h.kind,
+                path=h.path,
+                # The embedded runtime applies "rro" with mount_setattr (Linux 5.12+).
+                recursive_read_only_mounts=h.kind == "embedded",
+            )
             for name, h in sorted(config.runtime.handlers.items())
         ]
         try:
@@ -126,12 +142,29 @@ class Daemon:
         )
         self._node = node
         self._pods = self._open_pods(config, node, pod_network)
+        images = self._open_images(config, self._db, self._layers_in_use)
+        self._containers = self._open_containers(config, images, self._pods)
+        try:
+            self._streaming = StreamingServer(
+                DomainBackend(self._containers, self._pods),
+                config.streaming.address,
+                tls_cert_file=config.streaming.tls_cert_file,
+                tls_key_file=config.streaming.tls_key_file,
+            )
+        except (OSError, ValueError) as e:
+            raise StartupError(f"streaming.address {config.streaming.address}: {e}") from e
+        self._streaming.start()
         # The generated servicer bases declare every RPC abstract; the ones crisp does not
         # serve yet are answered UNIMPLEMENTED by the base class (see cri/interceptors.py).
         runtime_service = RuntimeService(  # type: ignore[abstract]
-            node, VERSION, self._verbose_info, pods=self._pods
+            node,
+            VERSION,
+            self._verbose_info,
+            pods=self._pods,
+            containers=self._containers,
+            image_fs=str(Path(config.root_dir) / "containers"),
+            streaming=self._streaming,
         )
-        images = self._open_images(config, self._db)
         metrics.registry.register(ImagePullCollector(images.stats))
         image_service = ImageService(images)
         self._servers.append(
@@ -176,8 +209,38 @@ class Daemon:
         pods.reconcile()
         return pods
 
+    def _open_containers(
+        self, config: Config, images: ImageManager, pods: PodService
+    ) -> ContainerService:
+        assert self._db is not None
+        settings = ContainerSettings(
+            containers_dir=Path(config.root_dir) / "containers",
+            log_dir=Path(config.log_dir),
+            cgroup_parent=config.cgroup.parent,
+        )
+        # A short name: each monitor's socket lies below it, and sun_path holds 107 bytes.
+        runtime = Runtime(Path(config.run_dir) / "c", self.zygote)
+        containers = ContainerService(
+            self._db, runtime, images, pods, settings, pod_cgroups.managers()
+        )
+        containers.reconcile()
+        pods.attach_containers(containers)
+        return containers
+
+    def _layers_in_use(self) -> list[Digest]:
+        """Image layers under containers' overlays: image garbage collection keeps them."""
+        if self._containers is not None:
+            layers = self._containers.layers_in_use()
+        elif self._db is not None:
+            layers = ContainerService.recorded_layers(self._db)
+        else:
+            layers = set()
+        return [Digest.parse(layer) for layer in layers]
+
     @staticmethod
-    def _open_images(config: Config, db: StateDB) -> ImageManager:
+    def _open_images(
+        config: Config, db: StateDB, layers_in_use: Callable[[], Iterable[Digest]]
+    ) -> ImageManager:
         registries = {
             host: RegistryHost(
                 mirrors=tuple(r.mirrors),
@@ -199,6 +262,7 @@ class Daemon:
                 pull_options=PullOptions(
                     max_concurrent_downloads=config.images.max_concurrent_downloads
                 ),
+                layers_in_use=layers_in_use,
             )
         except InvalidRegistryConfig as e:
             raise StartupError(str(e)) from e
@@ -223,6 +287,7 @@ class Daemon:
                 "socket": self.config.grpc.socket,
                 "imageSocket": self.config.grpc.image_socket,
                 "metrics": self.metrics_address,
+                "streaming": self._streaming.base_url if self._streaming else "",
             },
             "pid": os.getpid(),
             "podCIDR": self._node.pod_cidr() if self._node else "",
@@ -239,6 +304,12 @@ class Daemon:
         for server in self._servers:
             server.stop(_SHUTDOWN_GRACE_SECONDS)
         self._servers.clear()
+        if self._streaming is not None:
+            self._streaming.close()
+            self._streaming = None
+        if self._containers is not None:
+            self._containers.close()
+            self._containers = None
         if self._pods is not None:
             self._pods.close()
             self._pods = None

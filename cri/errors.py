@@ -12,6 +12,8 @@ import grpc
 from imagesvc import errors as images
 from imagesvc.auth import InvalidCredentials
 from imagesvc.endpoints import InvalidRegistryConfig
+from runtime import container as oci
+from runtime.spec import SpecError
 from sandbox import errors as domain
 
 # Ordered most specific first: the first class in the exception's MRO that is listed wins.
@@ -42,6 +44,14 @@ _CODES: dict[type[BaseException], grpc.StatusCode] = {
     images.InvalidLayer: grpc.StatusCode.FAILED_PRECONDITION,
     images.LayerInUse: grpc.StatusCode.FAILED_PRECONDITION,
     images.RegistryError: grpc.StatusCode.UNKNOWN,
+    # Embedded runtime. A process that cannot be started (no such executable, bad
+    # working dir) is UNKNOWN, as containerd reports it; kubelet shows the message.
+    oci.ContainerNotFoundError: grpc.StatusCode.NOT_FOUND,
+    oci.ContainerExistsError: grpc.StatusCode.ALREADY_EXISTS,
+    oci.InvalidStateError: grpc.StatusCode.FAILED_PRECONDITION,
+    oci.ExecTimeoutError: grpc.StatusCode.DEADLINE_EXCEEDED,
+    oci.ContainerError: grpc.StatusCode.UNKNOWN,
+    SpecError: grpc.StatusCode.INVALID_ARGUMENT,
 }
 
 

@@ -17,6 +17,7 @@ import re
 import select
 import shutil
 import signal
+import threading
 import time
 from dataclasses import dataclass
 from enum import Enum
@@ -53,8 +54,15 @@ class InvalidStateError(ContainerError):
     """The container is not in a state that allows the operation (e.g. start twice)."""
 
 
+_CANCEL_POLL_SECONDS = 0.1
+
+
 class ExecTimeoutError(ContainerError):
     """An exec ran longer than its timeout and was killed."""
+
+
+class ExecCancelledError(ContainerError):
+    """An exec was killed because its caller went away (its `cancel` event was set)."""
 
 
 class Status(Enum):
@@ -326,6 +334,7 @@ class Runtime:
         stdout: int | None = None,
         stderr: int | None = None,
         timeout: float | None = None,
+        cancel: threading.Event | None = None,
     ) -> int:
         """Run `process` in the running container (its namespaces, cgroup and seccomp
         profile) with the given stdio fds (/dev/null for those left out; a pty slave for
@@ -358,11 +367,17 @@ class Runtime:
             finally:
                 os.close(write_end)
                 os.close(null)
-            return self._exec_result(container_id, read_end, timeout)
+            return self._exec_result(container_id, read_end, timeout, cancel)
         finally:
             os.close(read_end)
 
-    def _exec_result(self, container_id: str, report: int, timeout: float | None) -> int:
+    def _exec_result(
+        self,
+        container_id: str,
+        report: int,
+        timeout: float | None,
+        cancel: threading.Event | None,
+    ) -> int:
         deadline = None if timeout is None else time.monotonic() + timeout
         buffer = b""
         pid = 0
@@ -377,11 +392,20 @@ class Runtime:
                 else:
                     return int(message["exit_code"])
             left = None if deadline is None else max(deadline - time.monotonic(), 0)
+            if cancel is not None:
+                # Wake up now and then to notice a caller that went away.
+                left = _CANCEL_POLL_SECONDS if left is None else min(left, _CANCEL_POLL_SECONDS)
             if not _readable(report, left):
+                cancelled = cancel is not None and cancel.is_set()
+                timed_out = deadline is not None and time.monotonic() >= deadline
+                if not (cancelled or timed_out):
+                    continue
                 if pid:
                     # Not reaped until its helper reads our kill, so the pid is still its.
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGKILL)
+                if cancelled:
+                    raise ExecCancelledError(f"container {container_id}: exec cancelled")
                 raise ExecTimeoutError(f"container {container_id}: exec timed out after {timeout}s")
             chunk = os.read(report, 1 << 16)
             if not chunk:

@@ -11,8 +11,13 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import fcntl
 import json
 import os
+import select
+import struct
+import termios
+import tty
 from typing import Any, NoReturn
 
 from runtime import process as process_setup
@@ -80,6 +85,64 @@ def _child(args: dict[str, Any], stdio: tuple[int, int, int], errors: int, repor
     os._exit(127)
 
 
+_TIOCGPTN = 0x80045430
+_TIOCSPTLCK = 0x40045431
+_RELAY_POLL_SECONDS = 0.05
+
+
+class ContainerConsole:
+    """A pty from the container's own devpts, relayed to the caller's terminal.
+
+    The caller's pty belongs to the host's devpts, which the container cannot see: with it
+    `tty` and ttyname() fail inside. So the exec gets a pty of the container's, and this
+    helper copies bytes both ways and passes window size changes on."""
+
+    def __init__(self, outside: int) -> None:
+        self.outside = outside
+        self.master = os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+        fcntl.ioctl(self.master, _TIOCSPTLCK, struct.pack("i", 0))
+        (number,) = struct.unpack("I", fcntl.ioctl(self.master, _TIOCGPTN, b"\0" * 4))
+        self.slave = os.open(f"/dev/pts/{number}", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+        # The outside pty only carries bytes; the inside one does the line discipline.
+        tty.setraw(outside, termios.TCSANOW)  # TCSAFLUSH would drop input already typed
+        self._size = b""
+        self._copy_size()
+
+    def _copy_size(self) -> None:
+        size = fcntl.ioctl(self.outside, termios.TIOCGWINSZ, b"\0" * 8)
+        if size != self._size:
+            fcntl.ioctl(self.master, termios.TIOCSWINSZ, size)
+            self._size = size
+
+    def relay_until_exit(self, child: int) -> int:
+        """Copy until the process exits and its last output is out; returns its status."""
+        os.close(self.slave)
+        status: int | None = None
+        while True:
+            readable, _, _ = select.select([self.outside, self.master], [], [], _RELAY_POLL_SECONDS)
+            for source, target in ((self.master, self.outside), (self.outside, self.master)):
+                if source in readable:
+                    try:
+                        data = os.read(source, 1 << 16)
+                    except OSError:  # EIO: the other side of the pty is closed
+                        data = b""
+                    if data:
+                        with contextlib.suppress(OSError):
+                            os.write(target, data)
+                    elif source == self.master and status is not None:
+                        os.close(self.master)
+                        return status
+            with contextlib.suppress(OSError):
+                self._copy_size()
+            if status is None:
+                pid, waited = os.waitpid(child, os.WNOHANG)
+                if pid:
+                    status = waited
+            elif self.master not in readable:
+                os.close(self.master)
+                return status
+
+
 @entry_point("exec")
 def main(args: dict[str, Any], fds: list[int]) -> int:
     """args: process (OCI JSON), pid and start_time of the container init, cgroups_path,
@@ -96,18 +159,28 @@ def main(args: dict[str, Any], fds: list[int]) -> int:
         for fd, flag in namespaces:
             sc.setns(fd, flag)
             os.close(fd)
+        console: ContainerConsole | None = None
+        stdio = (stdin, stdout, stderr)
+        if args["process"].get("terminal"):
+            # Inside the container's mount namespace now: the pty comes from its devpts.
+            console = ContainerConsole(outside=stdin)
+            stdio = (console.slave, console.slave, console.slave)
         errors_r, errors_w = os.pipe()
         child = os.fork()
         if child == 0:
             os.close(errors_r)
-            _child(args, (stdin, stdout, stderr), errors_w, report)
+            _child(args, stdio, errors_w, report)
         os.close(errors_w)
-        for fd in {stdin, stdout, stderr}:
+        for fd in {stdin, stdout, stderr} - {stdin if console else -1}:
             os.close(fd)
         _report(report, pid=child)
+        if console is not None:
+            status = console.relay_until_exit(child)
+            os.close(stdin)
         with os.fdopen(errors_r, "rb") as errors:
             error = errors.read().decode(errors="replace")  # end-of-file: execve happened
-        _, status = os.waitpid(child, 0)
+        if console is None:
+            _, status = os.waitpid(child, 0)
     except Exception as exc:
         _report(report, error=str(exc) or type(exc).__name__)
         return 1

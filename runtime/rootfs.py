@@ -206,6 +206,8 @@ class _Builder:
                 sc.mount("cgroup", sub, "cgroup", options.flags, data)
             else:
                 host = os.path.join(point, self.cgroups_path.lstrip("/"))
+                if not os.path.isdir(host):
+                    continue  # a named hierarchy (name=systemd) the container is not in
                 sc.mount(host, sub, None, sc.MS_BIND)
                 _bind_remount(sub, options.flags)
         if options.flags & sc.MS_RDONLY:
@@ -280,10 +282,17 @@ def _parent_mount(path: str) -> tuple[str, bool]:
 
 
 def _pivot(root: str) -> None:
-    os.chdir(root)
-    # With "." for both, the old root ends up stacked on the new one and is detached at once,
-    # so no directory for it is needed inside the container.
-    sc.pivot_root(".", ".")
+    old_root = os.open("/", os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.chdir(root)
+        # With "." for both, the old root ends up stacked on the new one and is detached at
+        # once, so no directory for it is needed inside the container.
+        sc.pivot_root(".", ".")
+        # "." must be the old root for what follows, not the new one (as runc does it):
+        # made rslave, the new root's volumes would lose their bidirectional propagation.
+        os.fchdir(old_root)
+    finally:
+        os.close(old_root)
     sc.mount(None, ".", None, sc.MS_SLAVE | sc.MS_REC)  # keep the unmount from propagating
     sc.umount2(".", sc.MNT_DETACH)
     os.chdir("/")

@@ -16,6 +16,7 @@ from typing import Any
 
 from runtime.capabilities import CAPABILITIES, last_cap
 from runtime.seccomp_profiles import runtime_default
+from runtime.syscalls import capget
 from sandbox.container_config import (
     ContainerRequest,
     DeviceRequest,
@@ -161,8 +162,15 @@ def _normalize_capability(name: str) -> str:
 
 
 def _all_capabilities() -> list[str]:
+    """Every capability crisp itself holds (as containerd's WithAllCurrentCapabilities):
+    one the daemon lacks, e.g. when it runs in a container, cannot be granted."""
     highest = last_cap()
-    return [name for name, number in CAPABILITIES.items() if number <= highest]
+    effective = capget()[0]
+    return [
+        name
+        for name, number in CAPABILITIES.items()
+        if number <= highest and effective & (1 << number)
+    ]
 
 
 def capability_set(security: SecurityContext) -> list[str]:
@@ -528,15 +536,19 @@ def build_spec(
         "io.kubernetes.cri.sandbox-id": pod.pod_id,
         "io.kubernetes.cri.image-name": image.name,
     }
-    return {
+    spec: dict[str, Any] = {
         "ociVersion": "1.1.0",
         "process": process,
         "root": {"path": "rootfs", "readonly": security.readonly_rootfs},
-        "hostname": pod.hostname,
         "mounts": mounts,
         "annotations": annotations,
         "linux": linux,
     }
+    # Setting a hostname needs a UTS namespace of the container's own; a host-network
+    # container shares the node's, and with it the node's name.
+    if any(ns["type"] == "uts" for ns in linux["namespaces"]):
+        spec["hostname"] = pod.hostname
+    return spec
 
 
 def stop_signal(request: ContainerRequest, image: ImageFacts) -> str:

@@ -2,15 +2,34 @@
 
 from __future__ import annotations
 
+import socket
+from typing import Protocol
+
 from cni.network import NetworkManager
 from runtime.zygote import Zygote
-from sandbox import pod_cgroups, pod_list, pod_reconcile, pod_remove, pod_run, pod_status, pod_stop
+from sandbox import (
+    pod_cgroups,
+    pod_list,
+    pod_portforward,
+    pod_reconcile,
+    pod_remove,
+    pod_run,
+    pod_status,
+    pod_stop,
+)
+from sandbox.errors import FailedPrecondition, NotFound
 from sandbox.node import Node
-from sandbox.pod import PodConfig
+from sandbox.pod import READY, PodConfig, PodSandbox
 from sandbox.pod_context import KeyedLocks, PinRoot, PodContext, PodSettings
 from sandbox.pod_list import ListedPod, PodFilter
 from sandbox.pod_status import PodStatus
 from sandbox.pod_store import PodStore, RecordStore
+
+
+class PodContainers(Protocol):
+    def stop_pod(self, pod_id: str) -> None: ...
+
+    def remove_pod(self, pod_id: str) -> None: ...
 
 
 class PodService:
@@ -34,6 +53,13 @@ class PodService:
             cgroups=pod_cgroups.managers(),
         )
 
+        self._containers: PodContainers | None = None
+
+    def attach_containers(self, containers: PodContainers) -> None:
+        """Who stops and removes a pod's containers before the pod itself goes (the
+        container service, made after this one since it needs the pods)."""
+        self._containers = containers
+
     def reconcile(self) -> None:
         """Repair what a crash or restart left; call once, before serving."""
         pod_reconcile.reconcile(self._ctx)
@@ -43,9 +69,13 @@ class PodService:
         return pod_run.run(self._ctx, config, runtime_handler)
 
     def stop(self, pod_id: str) -> None:
+        if self._containers is not None:
+            self._containers.stop_pod(pod_id)
         pod_stop.stop(self._ctx, pod_id)
 
     def remove(self, pod_id: str) -> None:
+        if self._containers is not None:
+            self._containers.remove_pod(pod_id)
         pod_remove.remove(self._ctx, pod_id)
 
     def status(self, pod_id: str, verbose: bool = False) -> PodStatus:
@@ -53,6 +83,19 @@ class PodService:
 
     def list(self, wanted: PodFilter) -> list[ListedPod]:
         return pod_list.list_pods(self._ctx, wanted)
+
+    def require_ready(self, pod_id: str) -> PodSandbox:
+        pod = self._ctx.store.find(pod_id)
+        if pod is None:
+            raise NotFound(f"pod sandbox {pod_id} not found")
+        if pod.state != READY:
+            raise FailedPrecondition(f"pod sandbox {pod.id} is not ready")
+        return pod
+
+    def port_forward(self, pod_id: str, port: int) -> socket.socket:
+        """A connection to `port` inside the pod's network namespace."""
+        pod = self.require_ready(pod_id)
+        return pod_portforward.connect("" if pod.config.host_network else pod.netns_path, port)
 
     def close(self) -> None:
         """Release the pin root if no pod is left; running pods keep everything."""

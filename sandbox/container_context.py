@@ -1,0 +1,61 @@
+"""What every container verb works with: the store, the embedded runtime, the images, the
+pods (through their read API), the settings from the daemon's config, locks and events."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from imagesvc.imageconfig import ImageConfig
+from imagesvc.store import ImageRecord
+from runtime.cgroups import CgroupManager
+from runtime.container import Runtime
+from sandbox.container_events import EventHub
+from sandbox.container_record import Observed
+from sandbox.container_store import ContainerStore
+from sandbox.pod_context import KeyedLocks
+from sandbox.pod_list import ListedPod, PodFilter
+from sandbox.pod_status import PodStatus
+
+
+class Images(Protocol):
+    """The part of imagesvc.manager.ImageManager containers need."""
+
+    def find(self, reference: str) -> ImageRecord | None: ...
+
+    def config_of(self, record: ImageRecord) -> ImageConfig: ...
+
+    def lower_dirs(self, record: ImageRecord) -> list[Path]: ...
+
+
+class Pods(Protocol):
+    """The read API of sandbox.pods.PodService."""
+
+    def status(self, pod_id: str, verbose: bool = False) -> PodStatus: ...
+
+    def list(self, wanted: PodFilter) -> list[ListedPod]: ...
+
+
+@dataclass(frozen=True)
+class ContainerSettings:
+    containers_dir: Path  # root_dir/containers: one bundle (with its overlay) per container
+    log_dir: Path  # for pods whose config names no log directory
+    cgroup_parent: str  # for pods without a cgroup of their own (systemd driver)
+
+
+@dataclass
+class ContainerContext:
+    store: ContainerStore
+    runtime: Runtime
+    images: Images
+    pods: Pods
+    settings: ContainerSettings
+    locks: KeyedLocks
+    events: EventHub
+    cgroups: Callable[[str], CgroupManager]  # a manager for a cgroup path
+    # Exits never change once recorded: kept so status and list do not reread them.
+    exited: dict[str, Observed] = field(default_factory=dict)
+    # The last CPU sample (time ns, usage ns) per cgroup: usage_nano_cores is their slope.
+    cpu_samples: dict[str, tuple[int, int]] = field(default_factory=dict)

@@ -1,0 +1,195 @@
+"""CreateContainer: validate, reserve the name, then make the container step by step (overlay
+rootfs, user, OCI spec, bundle, monitor). A failure at any step undoes every earlier one, so
+a bad request leaves nothing behind."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import secrets
+import shutil
+import time
+from pathlib import Path
+
+from imagesvc.imageconfig import ImageConfig
+from runtime.container import ContainerError, ContainerNotFoundError, Status
+from sandbox import rootfs
+from sandbox.container_config import ContainerRequest, NamespaceMode
+from sandbox.container_context import ContainerContext
+from sandbox.container_events import ContainerEvent, EventType
+from sandbox.container_pod import log_base, pod_context, ready_pod
+from sandbox.container_record import CREATED, Container, mount_doc, resources_doc
+from sandbox.container_user import ProcessUser, resolve_user
+from sandbox.errors import FailedPrecondition, InvalidArgument, NotFound
+from sandbox.oci_spec import ImageFacts, build_spec, stop_signal
+
+log = logging.getLogger(__name__)
+
+
+def create(ctx: ContainerContext, pod_id: str, request: ContainerRequest) -> str:
+    if not request.name:
+        raise InvalidArgument("container config: metadata.name is required")
+    if not request.image:
+        raise InvalidArgument(f"container {request.name!r}: image is required")
+    pod = ready_pod(ctx, pod_id)
+    image = ctx.images.find(request.image)
+    if image is None:
+        raise NotFound(f"image {request.image!r} not found: pull it first")
+    config = ctx.images.config_of(image)
+    facts = image_facts(request.image, config)
+    log_path = _log_path(log_base(ctx, pod), request.log_path)
+    container_id = secrets.token_hex(32)
+    container = Container(
+        id=container_id,
+        pod_id=pod.id,
+        name=request.name,
+        attempt=request.attempt,
+        state="",
+        created_ns=time.time_ns(),
+        image=request.image,
+        image_id=str(image.id),
+        layers=[str(layer) for layer in image.layers],
+        bundle=str(ctx.settings.containers_dir / container_id),
+        cgroup="",
+        log_path=str(log_path) if log_path else "",
+        labels=dict(request.labels),
+        annotations=dict(request.annotations),
+        mounts=[mount_doc(m) for m in request.mounts],
+        resources=resources_doc(request.resources),
+        stop_signal=stop_signal(request, facts),
+        tty=request.tty,
+        stdin=request.stdin,
+        stdin_once=request.stdin_once,
+        pid_namespace=request.security.namespaces.pid.value,
+    )
+    ctx.store.reserve(container)
+    with ctx.locks.hold(container_id):
+        made_dirs: list[Path] = []
+        try:
+            lowers = ctx.images.lower_dirs(image)
+            root = rootfs.make(Path(container.bundle), lowers)
+            user = _user(root, request, config)
+            spec = build_spec(
+                container_id=container_id,
+                request=request,
+                image=facts,
+                pod=pod_context(ctx, pod),
+                user=user,
+                target_pid_ns=_target_pid_ns(ctx, request),
+            )
+            container.cgroup = spec["linux"]["cgroupsPath"]
+            container.user = {
+                "uid": user.uid,
+                "gid": user.gid,
+                "additional_gids": list(user.additional_gids),
+                "username": user.username,
+            }
+            (Path(container.bundle) / "config.json").write_text(json.dumps(spec))
+            if log_path is not None:
+                made_dirs = _make_parents(log_path)
+            ctx.store.save(container)  # from here a crash finds the monitor and removes it
+            ctx.runtime.create(
+                container_id,
+                Path(container.bundle),
+                log_path=log_path,
+                stdin=request.stdin,
+                stdin_once=request.stdin_once,
+            )
+        except BaseException:
+            _roll_back(ctx, container, made_dirs)
+            raise
+        container.state = CREATED
+        ctx.store.save(container)
+    ctx.events.publish(ContainerEvent(container_id, pod.id, EventType.CREATED, time.time_ns()))
+    return container_id
+
+
+def image_facts(name: str, config: ImageConfig) -> ImageFacts:
+    return ImageFacts(
+        name=name,
+        env=config.env,
+        entrypoint=config.entrypoint or (),
+        cmd=config.cmd or (),
+        working_dir=config.working_dir,
+        user=config.user,
+        volumes=config.volumes,
+        stop_signal=config.stop_signal,
+    )
+
+
+def _log_path(base: Path, relative: str) -> Path | None:
+    """The container's log file: inside the pod's log directory, or refused."""
+    if not relative:
+        return None
+    joined = Path(os.path.normpath(base / relative))
+    if not joined.is_relative_to(base) or joined == base:
+        raise InvalidArgument(f"log_path {relative!r} is outside the pod's log directory {base}")
+    # A symlink on the way must not lead out of the directory either.
+    existing = joined.parent
+    while not existing.exists():
+        existing = existing.parent
+    if existing.is_relative_to(base) and not Path(os.path.realpath(existing)).is_relative_to(
+        os.path.realpath(base)
+    ):
+        raise InvalidArgument(
+            f"log_path {relative!r} leads outside the pod's log directory {base} by a symlink"
+        )
+    return joined
+
+
+def _make_parents(path: Path) -> list[Path]:
+    """Create the log file's missing parent directories; return the topmost one made."""
+    missing = []
+    parent = path.parent
+    while not parent.exists():
+        missing.append(parent)
+        parent = parent.parent
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+    return missing[-1:]
+
+
+def _user(root: Path, request: ContainerRequest, config: ImageConfig) -> ProcessUser:
+    security = request.security
+    return resolve_user(
+        root,
+        image_user=config.user,
+        run_as_user=security.run_as_user,
+        run_as_group=security.run_as_group,
+        run_as_username=security.run_as_username,
+        supplemental_groups=security.supplemental_groups,
+        policy=security.supplemental_groups_policy,
+    )
+
+
+def _target_pid_ns(ctx: ContainerContext, request: ContainerRequest) -> str | None:
+    options = request.security.namespaces
+    if options.pid is not NamespaceMode.TARGET:
+        return None
+    target = ctx.store.find(options.target_id) if options.target_id else None
+    if target is None:
+        raise NotFound(f"target container {options.target_id!r} for the PID namespace not found")
+    try:
+        state = ctx.runtime.state(target.id)
+    except ContainerNotFoundError:
+        state = None
+    if state is None or state.status is not Status.RUNNING:
+        raise FailedPrecondition(
+            f"target container {target.id} for the PID namespace is not running"
+        )
+    return f"/proc/{state.pid}/ns/pid"
+
+
+def _roll_back(ctx: ContainerContext, container: Container, made_dirs: list[Path]) -> None:
+    try:
+        with contextlib.suppress(ContainerNotFoundError):
+            ctx.runtime.delete(container.id, force=True)
+        rootfs.remove(Path(container.bundle))
+        for directory in made_dirs:
+            shutil.rmtree(directory, ignore_errors=True)
+    except (ContainerError, OSError):
+        # Keep the record: RemoveContainer (or the next start) finishes the cleanup.
+        log.exception("container %s: cleanup after a failed create is incomplete", container.id)
+        return
+    ctx.store.delete(container.id)

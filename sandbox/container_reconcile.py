@@ -1,0 +1,49 @@
+"""After a restart: finish what a crash interrupted; while serving: notice exits.
+
+A container whose CreateContainer was interrupted (record still CREATING) is removed. Exits
+are found by the monitors' exit records: the watcher only looks for the file, so it costs
+one stat per running container per round.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from runtime.statedir import StateDir
+from sandbox.container_context import ContainerContext
+from sandbox.container_record import CREATED, CREATING, RUNNING
+from sandbox.container_remove import dismantle
+from sandbox.container_status import observe
+
+log = logging.getLogger(__name__)
+
+WATCH_SECONDS = 0.5
+
+
+def reconcile(ctx: ContainerContext) -> None:
+    for container in ctx.store.all():
+        if container.state != CREATING:
+            continue
+        try:
+            dismantle(ctx, container)
+            log.info("container %s: removed what an interrupted create left", container.id)
+        except Exception:
+            log.exception("container %s: cleanup of an interrupted create failed", container.id)
+
+
+def notice_exits(ctx: ContainerContext) -> None:
+    """Record (and announce) every exit that happened since the last call."""
+    for container in ctx.store.all():
+        if container.state not in (CREATED, RUNNING):
+            continue
+        if StateDir(ctx.runtime.state_root / container.id).exit.exists():
+            observe(ctx, container)
+
+
+def watch_exits(ctx: ContainerContext, stop: threading.Event) -> None:
+    while not stop.wait(WATCH_SECONDS):
+        try:
+            notice_exits(ctx)
+        except Exception:
+            log.exception("watching for container exits failed; retrying")

@@ -1,0 +1,37 @@
+"""StartContainer: let the created container's process execve."""
+
+from __future__ import annotations
+
+import time
+
+from runtime.container import InvalidStateError, Status
+from sandbox.container_context import ContainerContext
+from sandbox.container_events import ContainerEvent, EventType
+from sandbox.container_record import CREATED, EXITED, RUNNING
+from sandbox.container_status import existing
+from sandbox.errors import FailedPrecondition
+
+
+def start(ctx: ContainerContext, container_id: str) -> None:
+    container = existing(ctx, container_id)
+    with ctx.locks.hold(container.id):
+        state = ctx.runtime.state(container.id)
+        if container.state != CREATED or state.status is not Status.CREATED:
+            raise FailedPrecondition(
+                f"container {container.id} is {state.status.value}, not created: "
+                "only a created container can be started"
+            )
+        try:
+            ctx.runtime.start(container.id)
+        except InvalidStateError as e:
+            # The process died before it could be started (killed, or the pod went away).
+            ctx.store.set_state(container.id, EXITED)
+            raise FailedPrecondition(str(e)) from e
+        except BaseException:
+            # A process that cannot be executed has exited: the container is done.
+            ctx.store.set_state(container.id, EXITED)
+            raise
+        ctx.store.set_state(container.id, RUNNING)
+    ctx.events.publish(
+        ContainerEvent(container.id, container.pod_id, EventType.STARTED, time.time_ns())
+    )

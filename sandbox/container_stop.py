@@ -1,0 +1,76 @@
+"""StopContainer: the stop signal, then SIGKILL to every process of the container when the
+timeout runs out. Idempotent: a stopped, removed or unknown container is stopped enough."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import time
+
+from runtime.cgroups import CgroupError
+from runtime.container import ContainerError, ContainerNotFoundError, InvalidStateError, Status
+from runtime.procfs import start_time
+from sandbox.container_context import ContainerContext
+from sandbox.container_record import CREATING, Container
+from sandbox.container_status import observe
+from sandbox.errors import DeadlineExceeded
+
+_KILL_WAIT_SECONDS = 10.0
+_POLL_SECONDS = 0.002
+
+
+def stop(ctx: ContainerContext, container_id: str, timeout: int) -> None:
+    container = ctx.store.find(container_id)
+    if container is None or container.state == CREATING:
+        return
+    with ctx.locks.hold(container.id):
+        halt(ctx, container, timeout)
+
+
+def halt(ctx: ContainerContext, container: Container, timeout: int) -> None:
+    """Stop the container's process (the caller holds its lock)."""
+    try:
+        state = ctx.runtime.state(container.id)
+    except ContainerNotFoundError:
+        return
+    if state.status is not Status.STOPPED:
+        if state.status is Status.RUNNING and timeout > 0:
+            started = start_time(state.pid)
+            with contextlib.suppress(InvalidStateError):
+                ctx.runtime.kill(container.id, _signal_number(container.stop_signal))
+            _wait_gone(state.pid, started, time.monotonic() + timeout)
+        # What is left: a main process that ignored the signal, or, in a PID namespace
+        # shared with the pod, its children (they would hold its output open).
+        try:
+            ctx.runtime.kill(container.id, signal.SIGKILL, all=True)
+        except ContainerError:
+            # The main process is gone and its monitor takes no more signals: the strays
+            # are killed through the cgroup.
+            with contextlib.suppress(CgroupError, OSError):
+                ctx.cgroups(container.cgroup).kill()
+        try:
+            ctx.runtime.wait(container.id, _KILL_WAIT_SECONDS)
+        except ContainerError as e:
+            raise DeadlineExceeded(f"container {container.id}: {e}") from e
+    observe(ctx, container)
+
+
+def _wait_gone(pid: int, started: int | None, deadline: float) -> None:
+    """Until the process (same pid and start time) has exited, or the deadline."""
+    delay = _POLL_SECONDS
+    while started is not None and start_time(pid) == started and time.monotonic() < deadline:
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
+
+
+def _signal_number(name: str) -> int:
+    if name.isdigit():
+        return int(name)
+    if name.startswith("SIGRTMIN+"):
+        return int(signal.SIGRTMIN) + int(name.removeprefix("SIGRTMIN+"))
+    if name.startswith("SIGRTMAX-"):
+        return int(signal.SIGRTMAX) - int(name.removeprefix("SIGRTMAX-"))
+    try:
+        return int(signal.Signals[name])
+    except KeyError:
+        return int(signal.SIGTERM)

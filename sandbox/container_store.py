@@ -1,0 +1,114 @@
+"""Containers persisted through the daemon's state database, with an in-memory copy for
+reads. The database is injected as a small Protocol (cri.state.StateDB fits it); only this
+process writes container records, so the cache stays exact."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import threading
+from collections.abc import Sequence
+from typing import Any, Literal, Protocol
+
+from sandbox.container_record import CREATING, Container
+from sandbox.errors import AlreadyExists, InvalidArgument
+
+KIND: Literal["container"] = "container"
+
+
+class StoredRecord(Protocol):
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def state(self) -> str: ...
+
+    @property
+    def created_ns(self) -> int: ...
+
+    @property
+    def document(self) -> dict[str, Any]: ...
+
+
+class RecordStore(Protocol):
+    def put(
+        self, kind: Literal["container"], id: str, state: str, document: dict[str, Any]
+    ) -> StoredRecord: ...
+
+    def list_kind(self, kind: Literal["container"]) -> Sequence[StoredRecord]: ...
+
+    def delete(self, kind: Literal["container"], id: str) -> bool: ...
+
+
+class ContainerStore:
+    def __init__(self, records: RecordStore) -> None:
+        self._records = records
+        self._lock = threading.Lock()
+        self._containers: dict[str, Container] = {}
+        for record in records.list_kind(KIND):
+            self._containers[record.id] = Container.from_doc(
+                record.id, record.state, record.created_ns, record.document
+            )
+
+    def reserve(self, container: Container) -> None:
+        """Persist a new container in CREATING, refusing a second one of the same name and
+        attempt in the same pod (kubelet's identity of a container)."""
+        with self._lock:
+            for other in self._containers.values():
+                if (other.pod_id, other.name, other.attempt) == (
+                    container.pod_id,
+                    container.name,
+                    container.attempt,
+                ):
+                    raise AlreadyExists(
+                        f"container {container.name!r} (attempt {container.attempt}) already "
+                        f"exists in pod sandbox {container.pod_id} as {other.id}"
+                    )
+            container.state = CREATING
+            self._save_locked(container)
+
+    def save(self, container: Container) -> None:
+        with self._lock:
+            self._save_locked(container)
+
+    def _save_locked(self, container: Container) -> None:
+        self._records.put(KIND, container.id, container.state, container.to_doc())
+        self._containers[container.id] = copy.deepcopy(container)
+
+    def set_state(self, container_id: str, state: str) -> Container | None:
+        """Record a transition; None when the container is gone meanwhile."""
+        with self._lock:
+            current = self._containers.get(container_id)
+            if current is None:
+                return None
+            if current.state != state:
+                current = dataclasses.replace(current, state=state)
+                self._records.put(KIND, current.id, state, current.to_doc())
+                self._containers[container_id] = current
+            return current
+
+    def delete(self, container_id: str) -> None:
+        with self._lock:
+            self._records.delete(KIND, container_id)
+            self._containers.pop(container_id, None)
+
+    def all(self) -> list[Container]:
+        """Oldest first. Records handed out are read-only: a change goes through save()."""
+        with self._lock:
+            return sorted(self._containers.values(), key=lambda c: (c.created_ns, c.id))
+
+    def in_pod(self, pod_id: str) -> list[Container]:
+        return [c for c in self.all() if c.pod_id == pod_id]
+
+    def find(self, container_id: str) -> Container | None:
+        """The container with this id, or the only one whose id starts with it."""
+        if not container_id:
+            raise InvalidArgument("container id is required")
+        with self._lock:
+            exact = self._containers.get(container_id)
+            if exact is not None:
+                return exact
+            matches = [c for c in self._containers.values() if c.id.startswith(container_id)]
+        if len(matches) > 1:
+            raise InvalidArgument(f"container id prefix {container_id!r} is ambiguous")
+        return matches[0] if matches else None

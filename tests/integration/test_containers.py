@@ -1,0 +1,622 @@
+"""Containers against a real crisp daemon: real images from a registry on loopback, real
+pods (host network, so no CNI is needed), real overlay mounts, monitors and cgroups.
+
+The daemons run below a short directory in /tmp: each monitor's socket lies below the run
+dir, and a unix socket path holds at most 107 bytes. Everything a test made is removed, also
+when it fails half-way, and checked to be gone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from cri.state import StateDB
+from criapi import api_pb2 as pb
+from critest import images as ci
+from critest.registry import Registry
+from runtime.namespaces import mounts_under
+from tests.crisp_daemon import (
+    DaemonPaths,
+    assert_nothing_left,
+    processes_in_session,
+    start_daemon,
+)
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+
+RPC_TIMEOUT = 30
+
+
+@pytest.fixture(scope="module")
+def registry() -> Iterator[Registry]:
+    with Registry() as r:
+        yield r
+
+
+@pytest.fixture(scope="module")
+def image_ref(registry: Registry) -> str:
+    image = ci.busybox_image(
+        ci.RunConfig(cmd=("sh", "-c", "echo started; exec sleep 100000")),
+        [[ci.file("etc/app.conf", "from-image\n")]],
+    )
+    ci.Pusher(registry.host).push_image("cri/containers", image, "v1")
+    return f"{registry.host}/cri/containers:v1"
+
+
+class Crisp:
+    """A daemon plus the pods and containers a test made, removed again at the end."""
+
+    def __init__(self, paths: DaemonPaths, image: str) -> None:
+        self.paths = paths
+        self.image = image
+        self.daemon = start_daemon(paths)
+        self.pods: list[str] = []
+        self.log_dir = paths.base / "pod-logs"
+
+    @property
+    def rt(self) -> object:
+        return self.daemon.runtime
+
+    def restart(self, sig: signal.Signals = signal.SIGTERM) -> None:
+        self.daemon.stop(sig)
+        self.daemon = start_daemon(self.paths)
+
+    def pull(self) -> None:
+        self.daemon.image.PullImage(
+            pb.PullImageRequest(image=pb.ImageSpec(image=self.image)), timeout=RPC_TIMEOUT
+        )
+
+    def pod_config(self, name: str = "pod", pid: int = pb.POD) -> pb.PodSandboxConfig:
+        return pb.PodSandboxConfig(
+            metadata=pb.PodSandboxMetadata(name=name, uid=f"uid-{name}", namespace="crisp-test"),
+            log_directory=str(self.log_dir / name),
+            linux=pb.LinuxPodSandboxConfig(
+                security_context=pb.LinuxSandboxSecurityContext(
+                    namespace_options=pb.NamespaceOption(network=pb.NODE, pid=pid)  # type: ignore[arg-type]
+                )
+            ),
+        )
+
+    def run_pod(self, name: str = "pod", pid: int = pb.POD) -> str:
+        request = pb.RunPodSandboxRequest(config=self.pod_config(name, pid))
+        pod_id: str = self.daemon.runtime.RunPodSandbox(request, timeout=RPC_TIMEOUT).pod_sandbox_id
+        self.pods.append(pod_id)
+        return pod_id
+
+    def config(self, name: str = "app", **fields: object) -> pb.ContainerConfig:
+        values: dict[str, object] = {
+            "metadata": pb.ContainerMetadata(name=name),
+            "image": pb.ImageSpec(image=self.image),
+            "log_path": f"{name}/0.log",
+        }
+        values.update(fields)
+        return pb.ContainerConfig(**values)  # type: ignore[arg-type]
+
+    def create(self, pod_id: str, config: pb.ContainerConfig) -> str:
+        request = pb.CreateContainerRequest(pod_sandbox_id=pod_id, config=config)
+        return str(self.daemon.runtime.CreateContainer(request, timeout=RPC_TIMEOUT).container_id)
+
+    def run(self, pod_id: str, config: pb.ContainerConfig) -> str:
+        container_id = self.create(pod_id, config)
+        self.daemon.runtime.StartContainer(
+            pb.StartContainerRequest(container_id=container_id), timeout=RPC_TIMEOUT
+        )
+        return container_id
+
+    def status(self, container_id: str, verbose: bool = False) -> pb.ContainerStatus:
+        request = pb.ContainerStatusRequest(container_id=container_id, verbose=verbose)
+        return self.daemon.runtime.ContainerStatus(request, timeout=RPC_TIMEOUT).status
+
+    def wait_exited(self, container_id: str, timeout: float = 20) -> pb.ContainerStatus:
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.status(container_id)
+            if status.state == pb.CONTAINER_EXITED:
+                return status
+            assert time.monotonic() < deadline, f"{container_id} still runs"
+            time.sleep(0.05)
+
+    def exec(self, container_id: str, *cmd: str, timeout: int = 10) -> pb.ExecSyncResponse:
+        request = pb.ExecSyncRequest(container_id=container_id, cmd=list(cmd), timeout=timeout)
+        return self.daemon.runtime.ExecSync(request, timeout=RPC_TIMEOUT)
+
+    def list(self, **fields: object) -> list[pb.Container]:
+        request = pb.ListContainersRequest(filter=pb.ContainerFilter(**fields))  # type: ignore[arg-type]
+        return list(self.daemon.runtime.ListContainers(request, timeout=RPC_TIMEOUT).containers)
+
+    def cleanup(self) -> None:
+        runtime = self.daemon.runtime
+        for container in runtime.ListContainers(pb.ListContainersRequest()).containers:
+            runtime.RemoveContainer(pb.RemoveContainerRequest(container_id=container.id))
+        for pod_id in self.pods:
+            runtime.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=pod_id))
+            runtime.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=pod_id))
+
+
+@pytest.fixture
+def crisp(image_ref: str) -> Iterator[Crisp]:
+    base = Path(tempfile.mkdtemp(prefix="ct", dir="/tmp"))
+    env = Crisp(DaemonPaths(base), image_ref)
+    try:
+        env.pull()
+        yield env
+        env.cleanup()
+        assert env.daemon.stop() == 0, env.daemon.log()
+        assert_nothing_left(env.daemon)
+        containers = env.paths.root / "containers"
+        assert not containers.exists() or list(containers.iterdir()) == []
+    finally:
+        if env.daemon.process.poll() is None:
+            with_cleanup_errors_ignored(env.cleanup)
+            env.daemon.stop()
+        for mount in sorted(mounts_under(base), reverse=True):
+            os.system(f"umount -l {mount!r}")
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def with_cleanup_errors_ignored(step: Callable[[], None]) -> None:
+    with contextlib.suppress(grpc.RpcError):
+        step()
+
+
+def code_of(call: Callable[[], object]) -> grpc.StatusCode:
+    with pytest.raises(grpc.RpcError) as err:
+        call()
+    return err.value.code()
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.05)
+
+
+# --- lifecycle ---
+
+
+def test_create_start_exec_stop_remove(crisp: Crisp) -> None:
+    pod_id = crisp.run_pod()
+    container_id = crisp.create(pod_id, crisp.config(labels={"tier": "web"}))
+    bundle = crisp.paths.root / "containers" / container_id
+    assert (bundle / "rootfs") in map(Path, mounts_under(bundle))
+    status = crisp.status(container_id)
+    assert status.state == pb.CONTAINER_CREATED and status.created_at > 0
+    assert status.started_at == 0 and status.labels == {"tier": "web"}
+
+    crisp.daemon.runtime.StartContainer(pb.StartContainerRequest(container_id=container_id))
+    status = crisp.status(container_id, verbose=True)
+    assert status.state == pb.CONTAINER_RUNNING and status.started_at >= status.created_at
+    assert status.image.image == crisp.image
+    assert status.image_ref.startswith("sha256:") and status.image_id == status.image_ref
+    log_path = crisp.log_dir / "pod" / "app" / "0.log"
+    assert status.log_path == str(log_path)
+    wait_for(lambda: log_path.exists() and " stdout F started" in log_path.read_text())
+
+    answer = crisp.exec(container_id, "sh", "-c", "cat /etc/app.conf; echo oops >&2; exit 3")
+    assert (answer.stdout, answer.stderr, answer.exit_code) == (b"from-image\n", b"oops\n", 3)
+    code = code_of(
+        lambda: crisp.daemon.runtime.StartContainer(
+            pb.StartContainerRequest(container_id=container_id)
+        )
+    )
+    assert code == grpc.StatusCode.FAILED_PRECONDITION
+
+    crisp.daemon.runtime.StopContainer(
+        pb.StopContainerRequest(container_id=container_id, timeout=5)
+    )
+    status = crisp.status(container_id)
+    assert status.state == pb.CONTAINER_EXITED
+    assert status.exit_code == 128 + signal.SIGTERM and status.reason == "Error"
+    assert status.finished_at >= status.started_at
+    crisp.daemon.runtime.StopContainer(pb.StopContainerRequest(container_id=container_id))
+
+    crisp.daemon.runtime.RemoveContainer(pb.RemoveContainerRequest(container_id=container_id))
+    assert not bundle.exists() and mounts_under(bundle) == []
+    assert code_of(lambda: crisp.status(container_id)) == grpc.StatusCode.NOT_FOUND
+    # Idempotent, also for ids crisp never knew.
+    crisp.daemon.runtime.RemoveContainer(pb.RemoveContainerRequest(container_id=container_id))
+    crisp.daemon.runtime.StopContainer(pb.StopContainerRequest(container_id="f" * 64))
+    crisp.daemon.runtime.RemoveContainer(pb.RemoveContainerRequest(container_id="f" * 64))
+
+
+@pytest.mark.parametrize(("script", "exit_code", "reason"), [
+    ("exit 0", 0, "Completed"), ("exit 7", 7, "Error"), ("kill -KILL $$", 137, "Error"),
+])  # fmt: skip
+def test_exit_reasons(crisp: Crisp, script: str, exit_code: int, reason: str) -> None:
+    pod_id = crisp.run_pod()
+    container_id = crisp.run(pod_id, crisp.config(command=["sh", "-c", script]))
+    status = crisp.wait_exited(container_id)
+    assert (status.exit_code, status.reason) == (exit_code, reason)
+    assert status.finished_at >= status.started_at > 0
+
+
+def test_stop_kills_at_the_deadline(crisp: Crisp) -> None:
+    pod_id = crisp.run_pod()
+    container_id = crisp.run(
+        pod_id,
+        crisp.config(command=["sh", "-c", "trap '' TERM; echo ready; while :; do sleep 1; done"]),
+    )
+    log_path = crisp.log_dir / "pod" / "app" / "0.log"
+    wait_for(lambda: log_path.exists() and "ready" in log_path.read_text())
+    began = time.monotonic()
+    crisp.daemon.runtime.StopContainer(
+        pb.StopContainerRequest(container_id=container_id, timeout=1)
+    )
+    assert 0.9 < time.monotonic() - began < 10
+    assert crisp.status(container_id).exit_code == 128 + signal.SIGKILL
+
+
+def test_stop_signal_from_the_config(crisp: Crisp) -> None:
+    pod_id = crisp.run_pod()
+    script = "trap 'exit 42' USR1; echo ready; while :; do sleep 0.1; done"
+    config = crisp.config(command=["sh", "-c", script], stop_signal=pb.SIGUSR1)
+    container_id = crisp.run(pod_id, config)
+    log_path = crisp.log_dir / "pod" / "app" / "0.log"
+    wait_for(lambda: log_path.exists() and "ready" in log_path.read_text())
+    assert crisp.status(container_id).stop_signal == pb.SIGUSR1
+    crisp.daemon.runtime.StopContainer(
+        pb.StopContainerRequest(container_id=container_id, timeout=10)
+    )
+    assert crisp.status(container_id).exit_code == 42
+
+
+def test_remove_running_container(crisp: Crisp) -> None:
+    pod_id = crisp.run_pod()
+    container_id = crisp.run(pod_id, crisp.config())
+    crisp.daemon.runtime.RemoveContainer(pb.RemoveContainerRequest(container_id=container_id))
+    assert crisp.list() == []
+
+
+# --- bad input leaves nothing behind ---
+
+
+def _nothing_made(crisp: Crisp) -> None:
+    containers = crisp.paths.root / "containers"
+    assert list(containers.iterdir()) == []
+    assert list((crisp.paths.run / "c").iterdir()) == []
+    assert mounts_under(containers) == []
+    assert crisp.list() == []
+
+
+def test_create_errors(crisp: Crisp) -> None:
+    pod_id = crisp.run_pod()
+    create = crisp.create
+
+    def code(pod: str, config: pb.ContainerConfig) -> grpc.StatusCode:
+        return code_of(lambda: create(pod, config))
+
+    assert code("0" * 64, crisp.config()) == grpc.StatusCode.NOT_FOUND
+    missing_image = crisp.config(image=pb.ImageSpec(image="example.invalid/none:v1"))
+    assert code(pod_id, missing_image) == grpc.StatusCode.NOT_FOUND
+    assert code(pod_id, crisp.config(log_path="../escape.log")) == grpc.StatusCode.INVALID_ARGUMENT
+    assert code(pod_id, crisp.config(name="")) == grpc.StatusCode.INVALID_ARGUMENT
+    missing_host = crisp.config(
+        mounts=[pb.Mount(container_path="/data", host_path="/nonexistent/crisp-test")]
+    )
+    assert code(pod_id, missing_host) == grpc.StatusCode.NOT_FOUND
+    bad_user = crisp.config(
+        linux=pb.LinuxContainerConfig(
+            security_context=pb.LinuxContainerSecurityContext(run_as_username="nosuchuser")
+        )
+    )
+    assert code(pod_id, bad_user) == grpc.StatusCode.INVALID_ARGUMENT
+    bad_cap = crisp.config(
+        linux=pb.LinuxContainerConfig(
+            security_context=pb.LinuxContainerSecurityContext(
+                capabilities=pb.Capability(add_capabilities=["NOT_A_CAP"])
+            )
+        )
+    )
+    assert code(pod_id, bad_cap) == grpc.StatusCode.INVALID_ARGUMENT
+    # The runtime finds a missing executable at create already, as runc does.
+    no_such_binary = crisp.config(command=["/no/such/binary"])
+    assert code(pod_id, no_such_binary) == grpc.StatusCode.UNKNOWN
+    _nothing_made(crisp)
+
+    crisp.create(pod_id, crisp.config())
+    assert code(pod_id, crisp.config()) == grpc.StatusCode.ALREADY_EXISTS
+    crisp.create(pod_id, crisp.config(metadata=pb.ContainerMetadata(name="app", attempt=1)))
+
+    crisp.daemon.runtime.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=pod_id))
+    assert code(pod_id, crisp.config(name="late")) == grpc.StatusCode.FAILED_PRECONDITION
+
+
+# --- security context, checked from inside ---
+
+
+def test_user_and_readonly_rootfs(crisp: Crisp) -> None:
+    pod_id = crisp.run_pod()
+    security = pb.LinuxContainerSecurityContext(
+        run_as_user=pb.Int64Value(value=33),
+        supplemental_groups=[1234],
+        readonly_rootfs=True,
+    )
+    container_id = crisp.run(
+        pod_id, crisp.config(linux=pb.LinuxContainerConfig(security_context=security))
+    )
+    answer = crisp.exec(container_id, "id")
+    assert answer.stdout.decode().startswith("uid=33(www-data) gid=33(www-data)")
+    assert "1234" in answer.stdout.decode()
+    answer = crisp.exec(container_id, "touch", "/etc/new")
+    assert answer.exit_code != 0 and b"Read-only file system" in answer.stderr
+    user = crisp.status(container_id).user.linux
+    assert (user.uid, user.gid) == (33, 33) and 1234 in user.supplemental_groups
+
+
+def test_mounts_and_environment(crisp: Crisp) -> None:
+    host_dir = crisp.paths.base / "shared"
+    host_dir.mkdir()
+    (host_dir / "data").write_text("from the host\n")
+    pod_id = crisp.run_pod()
+    config = crisp.config(
+        envs=[pb.KeyValue(key="GREETING", value="hi")],
+        working_dir="/tmp",
+        mounts=[pb.Mount(container_path="/mnt/host", host_path=str(host_dir), readonly=True)],
+    )
+    container_id = crisp.run(pod_id, config)
+    answer = crisp.exec(container_id, "sh", "-c", "cat /mnt/host/data; echo $GREETING; pwd")
+    assert answer.stdout == b"from the host\nhi\n/tmp\n"
+    answer = crisp.exec(container_id, "touch", "/mnt/host/new")
+    assert answer.exit_code != 0
+    mounts = crisp.status(container_id).mounts
+    assert [(m.container_path, m.host_path, m.readonly) for m in mounts] == [
+        ("/mnt/host", str(host_dir), True)
+    ]
+
+
+# --- list, exec, logs, resources ---
+
+
+def test_list_filters(crisp: Crisp) -> None:
+    first, second = crisp.run_pod("one"), crisp.run_pod("two")
+    a = crisp.run(first, crisp.config("a", labels={"app": "x"}))
+    b = crisp.create(second, crisp.config("b", labels={"app": "y"}))
+    assert {c.id for c in crisp.list()} == {a, b}
+    assert [c.id for c in crisp.list(id=a[:10])] == [a]
+    assert [c.id for c in crisp.list(pod_sandbox_id=second)] == [b]
+    running = pb.ContainerStateValue(state=pb.CONTAINER_RUNNING)
+    assert [c.id for c in crisp.list(state=running)] == [a]
+    assert [c.id for c in crisp.list(label_selector={"app": "y"})] == [b]
+    assert crisp.list(label_selector={"app": "z"}) == []
+    (listed,) = crisp.list(id=a)
+    assert listed.pod_sandbox_id == first and listed.metadata.name == "a"
+    assert listed.image_ref.startswith("sha256:")
+    streamed = [
+        c.id
+        for batch in crisp.daemon.runtime.StreamContainers(pb.StreamContainersRequest())
+        for c in batch.containers
+    ]
+    assert sorted(streamed) == sorted([a, b])
+
+
+def test_exec_sync_timeout(crisp: Crisp) -> None:
+    pod_id = crisp.run_pod()
+    container_id = crisp.run(pod_id, crisp.config())
+    began = time.monotonic()
+    code = code_of(lambda: crisp.exec(container_id, "sleep", "600", timeout=1))
+    assert code == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert time.monotonic() - began < 10
+    # The killed process is gone: nothing but the container's own process remains.
+    answer = crisp.exec(container_id, "sh", "-c", "ps -o comm | grep -c sleep")
+    assert answer.stdout == b"1\n"
+
+
+def test_exec_in_stopped_container_fails(crisp: Crisp) -> None:
+    pod_id = crisp.run_pod()
+    container_id = crisp.run(pod_id, crisp.config(command=["true"]))
+    crisp.wait_exited(container_id)
+    code = code_of(lambda: crisp.exec(container_id, "true"))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION
+
+
+def test_reopen_log(crisp: Crisp) -> None:
+    pod_id = crisp.run_pod()
+    script = "i=0; while :; do echo line$i; i=$((i+1)); sleep 0.05; done"
+    container_id = crisp.run(pod_id, crisp.config(command=["sh", "-c", script]))
+    log_path = crisp.log_dir / "pod" / "app" / "0.log"
+    wait_for(lambda: log_path.exists() and "line2" in log_path.read_text())
+    log_path.rename(log_path.with_suffix(".log.1"))
+    crisp.daemon.runtime.ReopenContainerLog(pb.ReopenContainerLogRequest(container_id=container_id))
+    wait_for(lambda: log_path.exists() and "stdout F line" in log_path.read_text())
+
+
+def test_update_resources(crisp: Crisp) -> None:
+    pod_id = crisp.run_pod()
+    container_id = crisp.run(pod_id, crisp.config())
+    limit = 64 << 20
+    crisp.daemon.runtime.UpdateContainerResources(
+        pb.UpdateContainerResourcesRequest(
+            container_id=container_id,
+            linux=pb.LinuxContainerResources(memory_limit_in_bytes=limit, cpu_shares=512),
+        )
+    )
+    answer = crisp.exec(
+        container_id,
+        "sh",
+        "-c",
+        "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null "
+        "|| cat /sys/fs/cgroup/memory.max",
+    )
+    assert answer.stdout == f"{limit}\n".encode()
+    resources = crisp.status(container_id).resources.linux
+    assert (resources.memory_limit_in_bytes, resources.cpu_shares) == (limit, 512)
+
+
+# --- stats and events ---
+
+
+def test_stats(crisp: Crisp) -> None:
+    pod_id = crisp.run_pod()
+    container_id = crisp.run(pod_id, crisp.config())
+    crisp.exec(container_id, "sh", "-c", "dd if=/dev/zero of=/written bs=1k count=300")
+    runtime = crisp.daemon.runtime
+    stats = runtime.ContainerStats(pb.ContainerStatsRequest(container_id=container_id)).stats
+    assert stats.attributes.id == container_id and stats.attributes.metadata.name == "app"
+    assert stats.cpu.usage_core_nano_seconds.value > 0 and stats.cpu.timestamp > 0
+    assert stats.memory.working_set_bytes.value > 0
+    assert stats.writable_layer.used_bytes.value >= 300 * 1024
+    listed = runtime.ListContainerStats(
+        pb.ListContainerStatsRequest(filter=pb.ContainerStatsFilter(pod_sandbox_id=pod_id))
+    ).stats
+    assert [s.attributes.id for s in listed] == [container_id]
+    pod = runtime.PodSandboxStats(pb.PodSandboxStatsRequest(pod_sandbox_id=pod_id)).stats
+    assert pod.attributes.id == pod_id
+    assert [c.attributes.id for c in pod.linux.containers] == [container_id]
+    assert pod.linux.memory.working_set_bytes.value > 0
+    all_pods = runtime.ListPodSandboxStats(pb.ListPodSandboxStatsRequest()).stats
+    assert [p.attributes.id for p in all_pods] == [pod_id]
+
+
+def test_container_events(crisp: Crisp) -> None:
+    received: list[pb.ContainerEventResponse] = []
+    stream = crisp.daemon.runtime.GetContainerEvents(pb.GetEventsRequest())
+
+    def consume() -> None:
+        try:
+            for event in stream:
+                received.append(event)
+        except grpc.RpcError:
+            pass  # cancelled at the end of the test
+
+    consumer = threading.Thread(target=consume)
+    consumer.start()
+    try:
+        time.sleep(0.3)  # the subscription is in place
+        pod_id = crisp.run_pod()
+        container_id = crisp.run(pod_id, crisp.config(command=["sh", "-c", "sleep 0.5"]))
+        crisp.wait_exited(container_id)
+        crisp.daemon.runtime.RemoveContainer(pb.RemoveContainerRequest(container_id=container_id))
+        wait_for(lambda: len(received) >= 4)
+    finally:
+        stream.cancel()  # type: ignore[no-untyped-call]
+        consumer.join()
+    assert [e.container_event_type for e in received[:4]] == [
+        pb.CONTAINER_CREATED_EVENT,
+        pb.CONTAINER_STARTED_EVENT,
+        pb.CONTAINER_STOPPED_EVENT,
+        pb.CONTAINER_DELETED_EVENT,
+    ]
+    assert {e.container_id for e in received} == {container_id}
+    assert received[0].pod_sandbox_status.id == pod_id
+    assert [s.id for s in received[1].containers_statuses] == [container_id]
+
+
+# --- pods and restarts ---
+
+
+def test_pod_stop_and_remove_take_the_containers(crisp: Crisp) -> None:
+    pod_id = crisp.run_pod(pid=pb.POD)
+    container_id = crisp.run(pod_id, crisp.config())
+    crisp.daemon.runtime.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=pod_id))
+    assert crisp.status(container_id).state == pb.CONTAINER_EXITED
+    crisp.daemon.runtime.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=pod_id))
+    assert crisp.list() == []
+    _nothing_made(crisp)
+
+
+def test_shared_pid_namespace(crisp: Crisp) -> None:
+    pod_id = crisp.run_pod(pid=pb.POD)
+    security = pb.LinuxContainerSecurityContext(namespace_options=pb.NamespaceOption(pid=pb.POD))
+    container_id = crisp.run(
+        pod_id, crisp.config(linux=pb.LinuxContainerConfig(security_context=security))
+    )
+    answer = crisp.exec(container_id, "sh", "-c", "cat /proc/1/comm")
+    assert answer.stdout != b"sleep\n"  # PID 1 is the pod's pause process
+
+
+def test_daemon_restart_keeps_containers(crisp: Crisp) -> None:
+    pod_id = crisp.run_pod()
+    running = crisp.run(pod_id, crisp.config("running"))
+    ending = crisp.run(pod_id, crisp.config("ending", command=["sh", "-c", "sleep 1; exit 7"]))
+    crisp.restart(signal.SIGKILL)
+    time.sleep(1.5)  # "ending" exits while crisp is down
+    status = crisp.status(running)
+    assert status.state == pb.CONTAINER_RUNNING
+    ended = crisp.wait_exited(ending)
+    assert (ended.exit_code, ended.reason) == (7, "Error")
+    assert crisp.exec(running, "echo", "still here").stdout == b"still here\n"
+    crisp.restart()
+    assert crisp.status(running).state == pb.CONTAINER_RUNNING
+    assert crisp.status(ending).exit_code == 7
+
+
+def test_interrupted_create_is_undone_at_start(crisp: Crisp) -> None:
+    pod_id = crisp.run_pod()
+    kept = crisp.run(pod_id, crisp.config("kept"))
+    crisp.daemon.stop()
+    # What a daemon killed in the middle of CreateContainer leaves: a CREATING record and
+    # a bundle directory (the overlay may or may not be mounted yet).
+    half = "e" * 64
+    bundle = crisp.paths.root / "containers" / half
+    (bundle / "rootfs").mkdir(parents=True)
+    db = StateDB(crisp.paths.root / "crisp.db")
+    try:
+        document = {
+            "pod_id": pod_id,
+            "name": "half",
+            "attempt": 0,
+            "image": crisp.image,
+            "image_id": "",
+            "layers": [],
+            "bundle": str(bundle),
+            "cgroup": f"/crisp/pod-{pod_id}/crisp-{half}",
+        }
+        db.put("container", half, "creating", document)
+    finally:
+        db.close()
+    crisp.daemon = start_daemon(crisp.paths)
+    assert not bundle.exists()
+    assert [c.id for c in crisp.list()] == [kept]
+    assert crisp.status(kept).state == pb.CONTAINER_RUNNING
+
+
+def _zombies(session: int) -> list[int]:
+    found = []
+    for pid in processes_in_session(session):
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                found.append(pid)
+        except OSError:
+            continue
+    return found
+
+
+def test_exec_probes_leak_nothing(crisp: Crisp) -> None:
+    pod_id = crisp.run_pod()
+    container_id = crisp.run(pod_id, crisp.config())
+    daemon_pid = crisp.daemon.process.pid
+    crisp.exec(container_id, "true")  # the first call sets up what later ones reuse
+    fds_before = len(os.listdir(f"/proc/{daemon_pid}/fd"))
+    for i in range(100):
+        answer = crisp.exec(container_id, "sh", "-c", f"echo {i}; sleep 0.01 & exit 0")
+        assert answer.stdout == f"{i}\n".encode()
+    assert len(os.listdir(f"/proc/{daemon_pid}/fd")) <= fds_before + 2
+    assert _zombies(daemon_pid) == []
+    answer = crisp.exec(container_id, "sh", "-c", "ps -o stat | grep -c Z")
+    assert answer.stdout == b"0\n"
+
+
+def test_image_removal_keeps_layers_of_containers(crisp: Crisp) -> None:
+    pod_id = crisp.run_pod()
+    container_id = crisp.run(pod_id, crisp.config())
+    crisp.daemon.image.RemoveImage(pb.RemoveImageRequest(image=pb.ImageSpec(image=crisp.image)))
+    assert crisp.exec(container_id, "cat", "/etc/app.conf").stdout == b"from-image\n"
+    layers = crisp.paths.root / "images" / "layers" / "sha256"
+    assert len(list(layers.iterdir())) == 2  # busybox and the app layer, still there
+    crisp.restart(signal.SIGKILL)  # start-up recovery collects unused layers: not these
+    assert len(list(layers.iterdir())) == 2
+    assert crisp.exec(container_id, "cat", "/etc/app.conf").stdout == b"from-image\n"
+    crisp.daemon.runtime.RemoveContainer(pb.RemoveContainerRequest(container_id=container_id))
+    crisp.pull()  # the image comes back on top of the kept layers
