@@ -7,37 +7,13 @@ from __future__ import annotations
 import copy
 import dataclasses
 import threading
-from collections.abc import Sequence
-from typing import Any, Literal, Protocol
+from typing import Literal
 
 from sandbox.container_record import CREATING, Container
 from sandbox.errors import AlreadyExists, InvalidArgument
+from sandbox.records import RecordStore
 
 KIND: Literal["container"] = "container"
-
-
-class StoredRecord(Protocol):
-    @property
-    def id(self) -> str: ...
-
-    @property
-    def state(self) -> str: ...
-
-    @property
-    def created_ns(self) -> int: ...
-
-    @property
-    def document(self) -> dict[str, Any]: ...
-
-
-class RecordStore(Protocol):
-    def put(
-        self, kind: Literal["container"], id: str, state: str, document: dict[str, Any]
-    ) -> StoredRecord: ...
-
-    def list_kind(self, kind: Literal["container"]) -> Sequence[StoredRecord]: ...
-
-    def delete(self, kind: Literal["container"], id: str) -> bool: ...
 
 
 class ContainerStore:

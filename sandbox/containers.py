@@ -31,10 +31,11 @@ from sandbox.container_list import ContainerFilter, ListedContainer
 from sandbox.container_record import RUNNING
 from sandbox.container_stats import ContainerUsage, PodUsage, StatsFilter
 from sandbox.container_status import ContainerStatus
-from sandbox.container_store import ContainerStore, RecordStore
+from sandbox.container_store import ContainerStore
 from sandbox.errors import FailedPrecondition
 from sandbox.pod_context import KeyedLocks
 from sandbox.pod_list import PodFilter
+from sandbox.records import RecordStore
 
 _CACHED_CGROUPS = 4096
 

@@ -7,37 +7,13 @@ not import the daemon. Only this process writes pod records, so the cache stays 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
-from typing import Any, Literal, Protocol
+from typing import Literal
 
 from sandbox.errors import AlreadyExists, InvalidArgument
 from sandbox.pod import CREATING, PodMetadata, PodSandbox
+from sandbox.records import RecordStore
 
 KIND: Literal["pod"] = "pod"
-
-
-class StoredRecord(Protocol):
-    @property
-    def id(self) -> str: ...
-
-    @property
-    def state(self) -> str: ...
-
-    @property
-    def created_ns(self) -> int: ...
-
-    @property
-    def document(self) -> dict[str, Any]: ...
-
-
-class RecordStore(Protocol):
-    def put(
-        self, kind: Literal["pod"], id: str, state: str, document: dict[str, Any]
-    ) -> StoredRecord: ...
-
-    def list_kind(self, kind: Literal["pod"]) -> Sequence[StoredRecord]: ...
-
-    def delete(self, kind: Literal["pod"], id: str) -> bool: ...
 
 
 class PodStore:

@@ -23,7 +23,8 @@ from sandbox.pod import READY, PodConfig, PodSandbox
 from sandbox.pod_context import KeyedLocks, PinRoot, PodContext, PodSettings
 from sandbox.pod_list import ListedPod, PodFilter
 from sandbox.pod_status import PodStatus
-from sandbox.pod_store import PodStore, RecordStore
+from sandbox.pod_store import PodStore
+from sandbox.records import RecordStore
 
 
 class PodContainers(Protocol):

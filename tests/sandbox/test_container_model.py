@@ -8,7 +8,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pytest
 
@@ -30,6 +30,7 @@ from sandbox.container_record import (
 from sandbox.container_stop import _signal_number
 from sandbox.container_store import ContainerStore
 from sandbox.errors import AlreadyExists, InvalidArgument
+from sandbox.records import Kind
 
 
 @dataclass(frozen=True)
@@ -47,9 +48,7 @@ class _Records:
         self.rows: dict[str, _Record] = {}
         self.transitions: list[tuple[str, str]] = []
 
-    def put(
-        self, kind: Literal["container"], id: str, state: str, document: dict[str, Any]
-    ) -> _Record:
+    def put(self, kind: Kind, id: str, state: str, document: dict[str, Any]) -> _Record:
         previous = self.rows.get(id)
         if previous is None or previous.state != state:
             self.transitions.append((id, state))
@@ -57,10 +56,10 @@ class _Records:
         self.rows[id] = _Record(id, state, created, document)
         return self.rows[id]
 
-    def list_kind(self, kind: Literal["container"]) -> Sequence[_Record]:
+    def list_kind(self, kind: Kind) -> Sequence[_Record]:
         return list(self.rows.values())
 
-    def delete(self, kind: Literal["container"], id: str) -> bool:
+    def delete(self, kind: Kind, id: str) -> bool:
         return self.rows.pop(id, None) is not None
 
 

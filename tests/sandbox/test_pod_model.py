@@ -7,7 +7,7 @@ import dataclasses
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import pytest
 
@@ -29,6 +29,7 @@ from sandbox.pod_cgroups import pod_limits
 from sandbox.pod_list import PodFilter, matches
 from sandbox.pod_network import bandwidth, parse_quantity
 from sandbox.pod_store import PodStore
+from sandbox.records import Kind
 
 
 @dataclass(frozen=True)
@@ -46,19 +47,17 @@ class FakeRecords:
         self.rows: dict[str, FakeRecord] = {}
         self.clock = 0
 
-    def put(
-        self, kind: Literal["pod"], id: str, state: str, document: dict[str, Any]
-    ) -> FakeRecord:
+    def put(self, kind: Kind, id: str, state: str, document: dict[str, Any]) -> FakeRecord:
         self.clock += 1
         created = self.rows[id].created_ns if id in self.rows else self.clock
         record = FakeRecord(id, state, created, json.loads(json.dumps(document)))
         self.rows[id] = record
         return record
 
-    def list_kind(self, kind: Literal["pod"]) -> Sequence[FakeRecord]:
+    def list_kind(self, kind: Kind) -> Sequence[FakeRecord]:
         return list(self.rows.values())
 
-    def delete(self, kind: Literal["pod"], id: str) -> bool:
+    def delete(self, kind: Kind, id: str) -> bool:
         return self.rows.pop(id, None) is not None
 
 
