@@ -4,6 +4,7 @@ port-forward traffic (upstream streaming.go). Every case runs over both transpor
 
 from __future__ import annotations
 
+import json
 import socket
 import urllib.parse
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from critest.spdy import SpdyStream
 from critest.websocket import (
     EXEC_PROTOCOLS,
     PORT_FORWARD_PROTOCOLS,
+    RESIZE,
     STDERR,
     STDIN,
     STDOUT,
@@ -84,6 +86,19 @@ def exec_tty(f: Fixture, transport: Transport) -> None:
     stream.send(STDIN, b"echo $((6*7)) tty:$(tty >/dev/null && echo yes)\nexit\n")
     received = stream.until()
     expect("42 tty:yes" in received.text(STDOUT), f"tty output: {received.text(STDOUT)!r}")
+    expect_eq(received.exit_code(), 0, "exit status")
+
+
+def exec_tty_resize(f: Fixture, transport: Transport) -> None:
+    stream = _exec(f, transport, ["sh"], tty=True, stdin=True)
+    stream.send(RESIZE, json.dumps({"Width": 100, "Height": 30}).encode())
+    stream.send(STDIN, b"stty size\n")
+    first = stream.until(lambda r: b"30 100" in r.channels[STDOUT])
+    expect("30 100" in first.text(STDOUT), f"first size: {first.text(STDOUT)!r}")
+    stream.send(RESIZE, json.dumps({"Width": 120, "Height": 40}).encode())
+    stream.send(STDIN, b"stty size; exit\n")
+    received = stream.until()
+    expect("40 120" in received.text(STDOUT), f"size after resize: {received.text(STDOUT)!r}")
     expect_eq(received.exit_code(), 0, "exit status")
 
 
@@ -162,6 +177,7 @@ _CASES: list[tuple[str, str, Callable[[Fixture, Transport], None]]] = [
         "runtime should support exec with tty=true and stdin=true [Conformance]",
         exec_tty,
     ),
+    ("exec with tty follows terminal resizes", "", exec_tty_resize),
     ("attach to a container", "runtime should support attach [Conformance]", attach),
     ("port-forward into a pod", "runtime should support portforward [Conformance]", port_forward),
     (
