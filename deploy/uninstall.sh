@@ -20,4 +20,8 @@ rm -rf "$prefix"
 rm -f /etc/cni/net.d/10-crisp-bridge.conflist
 if [ "${1:-}" = --purge ]; then
     rm -rf /etc/crisp /var/lib/crisp /var/log/crisp
+    # The default cgroup parent, once no pod is left below it (rmdir refuses otherwise).
+    for dir in /sys/fs/cgroup/*/crisp /sys/fs/cgroup/crisp; do
+        [ -d "$dir" ] && rmdir "$dir" 2>/dev/null || true
+    done
 fi
