@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 import urllib.parse
 from collections.abc import Callable
 from typing import Literal, Protocol
@@ -23,6 +24,7 @@ from critest.websocket import (
     STDOUT,
     Received,
     Stream,
+    StreamError,
     port_forward_data,
 )
 
@@ -96,7 +98,17 @@ def exec_tty_resize(f: Fixture, transport: Transport) -> None:
     first = stream.until(lambda r: b"30 100" in r.channels[STDOUT])
     expect("30 100" in first.text(STDOUT), f"first size: {first.text(STDOUT)!r}")
     stream.send(RESIZE, json.dumps({"Width": 120, "Height": 40}).encode())
-    stream.send(STDIN, b"stty size; exit\n")
+    # A resize reaches the terminal asynchronously in every runtime: ask until it shows.
+    deadline = time.monotonic() + 10
+    while True:
+        stream.send(STDIN, b"stty size\n")
+        try:
+            stream.until(lambda r: b"40 120" in r.channels[STDOUT], timeout=0.5)
+            break
+        except StreamError:
+            if time.monotonic() > deadline:
+                raise
+    stream.send(STDIN, b"exit\n")
     received = stream.until()
     expect("40 120" in received.text(STDOUT), f"size after resize: {received.text(STDOUT)!r}")
     expect_eq(received.exit_code(), 0, "exit status")

@@ -120,6 +120,9 @@ class ContainerConsole:
         status: int | None = None
         while True:
             readable, _, _ = select.select([self.outside, self.master], [], [], _RELAY_POLL_SECONDS)
+            # Sizes first: input typed after a resize must find the new size in place.
+            with contextlib.suppress(OSError):
+                self._copy_size()
             for source, target in ((self.master, self.outside), (self.outside, self.master)):
                 if source in readable:
                     try:
@@ -132,8 +135,6 @@ class ContainerConsole:
                     elif source == self.master and status is not None:
                         os.close(self.master)
                         return status
-            with contextlib.suppress(OSError):
-                self._copy_size()
             if status is None:
                 pid, waited = os.waitpid(child, os.WNOHANG)
                 if pid:
