@@ -71,6 +71,7 @@ class AttachTarget:
         )
         self._lock = threading.Lock()
         self._attached: list[ProcessIO] = []
+        self._open_outputs = 2
         self.exited = threading.Event()
         assert self.proc.stdout and self.proc.stderr
         self._readers = [
@@ -88,8 +89,11 @@ class AttachTarget:
                     if target is not None:
                         with contextlib.suppress(OSError):
                             _write_all(target, data)
-        if not is_stderr:
-            self.exited.set()
+        # Attachers stay until both outputs are drained, or the last stderr bytes are lost.
+        with self._lock:
+            self._open_outputs -= 1
+            if self._open_outputs == 0:
+                self.exited.set()
 
     def attach(self, io: ProcessIO) -> None:
         with self._lock:
