@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -47,8 +48,16 @@ class DaemonPaths:
     def log_file(self) -> Path:
         return self.base / "daemon.log"
 
+    @property
+    def cgroup_parent(self) -> str:
+        # Never the host's default (/crisp): each test daemon's pods go below a parent of
+        # its own, which assert_nothing_left removes again.
+        return "/crisp-test-" + hashlib.sha256(str(self.base).encode()).hexdigest()[:12]
+
     def flags(self) -> list[str]:
         return [
+            "--cgroup-parent",
+            self.cgroup_parent,
             "--config",
             str(self.config_file),
             "--config-dir",
@@ -176,3 +185,9 @@ def assert_nothing_left(daemon: RunningDaemon) -> None:
     assert left_in_run == [], f"run dir not clean: {left_in_run}"
     mounts = mounts_under(daemon.paths.base)
     assert mounts == [], f"mounts left under {daemon.paths.base}: {mounts}"
+    for hierarchy in Path("/sys/fs/cgroup").iterdir():
+        parent = hierarchy / daemon.paths.cgroup_parent.lstrip("/")
+        if parent.is_dir():
+            left = [p.name for p in parent.iterdir() if p.is_dir()]
+            assert left == [], f"cgroups left under {parent}: {left}"
+            parent.rmdir()
