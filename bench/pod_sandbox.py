@@ -12,11 +12,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ipaddress
 import json
-import random
 import secrets
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,6 +28,7 @@ from pyroute2 import IPRoute
 
 from criapi import api_pb2 as pb
 from criapi import api_pb2_grpc as pb_grpc
+from tests.hostnet import free_subnet, remove_portmap_chains
 
 
 def _percentiles(samples: list[float]) -> str:
@@ -128,16 +126,6 @@ def _report_pause(runtime: pb_grpc.RuntimeServiceStub, ids: list[str]) -> None:
         print("pause process PSS: not visible through this endpoint")
 
 
-def _free_subnet() -> ipaddress.IPv4Network:
-    with IPRoute() as ipr:
-        used = {a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(family=socket.AF_INET)}
-    for third in random.sample(range(250), 250):
-        net = ipaddress.IPv4Network(f"10.199.{third}.0/24")
-        if not any(ipaddress.ip_address(u) in net for u in used):
-            return net
-    raise RuntimeError("no free 10.199.x.0/24")
-
-
 @contextlib.contextmanager
 def _crisp_daemon() -> Iterator[pb_grpc.RuntimeServiceStub]:
     from runtime.cgroups import find_mounts
@@ -162,7 +150,7 @@ def _crisp_daemon() -> Iterator[pb_grpc.RuntimeServiceStub]:
                     "isGateway": True,
                     "ipam": {
                         "type": "host-local",
-                        "ranges": [[{"subnet": str(_free_subnet())}]],
+                        "ranges": [[{"subnet": str(free_subnet())}]],
                         "dataDir": str(Path(tmp) / "ipam"),
                     },
                 },
@@ -182,25 +170,10 @@ def _crisp_daemon() -> Iterator[pb_grpc.RuntimeServiceStub]:
                     ipr.link("del", index=index)
             forward.write_text(saved_forward)
             if "CNI-HOSTPORT-DNAT" not in nat:
-                _remove_portmap_chains()
+                remove_portmap_chains()
             mounts = find_mounts()
             for root in {*mounts.v1.values(), *([mounts.unified] if mounts.unified else [])}:
                 remove_cgroup_dirs(Path(root) / parent)
-
-
-def _remove_portmap_chains() -> None:
-    def ipt(*args: str) -> None:
-        subprocess.run(["iptables", "-t", "nat", *args], capture_output=True, check=False)
-
-    for hook in ("PREROUTING", "OUTPUT"):
-        ipt("-D", hook, "-m", "addrtype", "--dst-type", "LOCAL", "-j", "CNI-HOSTPORT-DNAT")
-    ipt(
-        "-D", "POSTROUTING", "-m", "comment", "--comment",
-        "CNI portfwd requiring masquerade", "-j", "CNI-HOSTPORT-MASQ",
-    )  # fmt: skip
-    for chain in ("CNI-HOSTPORT-DNAT", "CNI-HOSTPORT-SETMARK", "CNI-HOSTPORT-MASQ"):
-        ipt("-F", chain)
-        ipt("-X", chain)
 
 
 def main(argv: list[str] | None = None) -> int:

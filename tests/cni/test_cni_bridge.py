@@ -24,6 +24,7 @@ from pyroute2 import IPRoute, NetNS, netns
 
 from cni.errors import PluginError
 from cni.network import NetworkManager, PodNetworkResult, PortMapping
+from tests.hostnet import free_subnet, remove_portmap_chains
 
 PLUGIN_DIR = "/usr/lib/cni"
 CONTAINER_PORT = 8080
@@ -57,22 +58,7 @@ def host_guard() -> Iterator[None]:
     finally:
         forward.write_text(saved_forward)
         if not had_portmap:
-            _remove_portmap_chains()
-
-
-def _remove_portmap_chains() -> None:
-    def ipt(*args: str) -> None:
-        subprocess.run(["iptables", "-t", "nat", *args], capture_output=True, check=False)
-
-    ipt("-D", "PREROUTING", "-m", "addrtype", "--dst-type", "LOCAL", "-j", "CNI-HOSTPORT-DNAT")
-    ipt("-D", "OUTPUT", "-m", "addrtype", "--dst-type", "LOCAL", "-j", "CNI-HOSTPORT-DNAT")
-    ipt(
-        "-D", "POSTROUTING", "-m", "comment", "--comment",
-        "CNI portfwd requiring masquerade", "-j", "CNI-HOSTPORT-MASQ",
-    )  # fmt: skip
-    for chain in ("CNI-HOSTPORT-DNAT", "CNI-HOSTPORT-SETMARK", "CNI-HOSTPORT-MASQ"):
-        ipt("-F", chain)
-        ipt("-X", chain)
+            remove_portmap_chains()
 
 
 @pytest.fixture
@@ -100,13 +86,7 @@ def bridge_name() -> Iterator[str]:
 
 @pytest.fixture
 def subnet() -> ipaddress.IPv4Network:
-    with IPRoute() as ipr:
-        used = {a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(family=socket.AF_INET)}
-    for third in random.sample(range(256), 256):
-        net = ipaddress.IPv4Network(f"10.199.{third}.0/24")
-        if not any(ipaddress.ip_address(u) in net for u in used):
-            return net
-    raise RuntimeError("no free 10.199.x.0/24")
+    return free_subnet()
 
 
 @pytest.fixture

@@ -34,6 +34,7 @@ from runtime import namespaces, pause
 from runtime.cgroups import find_mounts
 from sandbox.pod import CREATING, PodConfig, PodMetadata, PodSandbox
 from tests.crisp_daemon import DaemonPaths, RunningDaemon, assert_nothing_left, start_daemon
+from tests.hostnet import free_subnet, remove_portmap_chains
 from tests.runtime.processes import remove_cgroup_dirs
 
 PLUGIN_DIR = "/usr/lib/cni"
@@ -59,21 +60,6 @@ T = TypeVar("T")
 def _iptables_nat() -> str:
     out = subprocess.run(["iptables-save", "-t", "nat"], capture_output=True, text=True, check=True)
     return out.stdout
-
-
-def _remove_portmap_chains() -> None:
-    def ipt(*args: str) -> None:
-        subprocess.run(["iptables", "-t", "nat", *args], capture_output=True, check=False)
-
-    for hook in ("PREROUTING", "OUTPUT"):
-        ipt("-D", hook, "-m", "addrtype", "--dst-type", "LOCAL", "-j", "CNI-HOSTPORT-DNAT")
-    ipt(
-        "-D", "POSTROUTING", "-m", "comment", "--comment",
-        "CNI portfwd requiring masquerade", "-j", "CNI-HOSTPORT-MASQ",
-    )  # fmt: skip
-    for chain in ("CNI-HOSTPORT-DNAT", "CNI-HOSTPORT-SETMARK", "CNI-HOSTPORT-MASQ"):
-        ipt("-F", chain)
-        ipt("-X", chain)
 
 
 @dataclass
@@ -121,24 +107,13 @@ class PodNetwork:
             ]
 
 
-def _free_subnet() -> ipaddress.IPv4Network:
-    with IPRoute() as ipr:
-        used = {a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(family=socket.AF_INET)}
-    # 10.199.250.0/24 belongs to test_daemon's config; the others are picked at random.
-    for third in random.sample(range(250), 250):
-        net = ipaddress.IPv4Network(f"10.199.{third}.0/24")
-        if not any(ipaddress.ip_address(u) in net for u in used):
-            return net
-    raise RuntimeError("no free 10.199.x.0/24")
-
-
 @pytest.fixture
 def pod_network(tmp_path: Path) -> Iterator[PodNetwork]:
     """A private bridge and subnet; restores ip_forward and portmap's host-wide chains."""
     forward = Path("/proc/sys/net/ipv4/ip_forward")
     saved_forward = forward.read_text()
     had_portmap = "CNI-HOSTPORT-DNAT" in _iptables_nat()
-    network = PodNetwork(f"crp{secrets.token_hex(4)}", _free_subnet(), tmp_path / "ipam")
+    network = PodNetwork(f"crp{secrets.token_hex(4)}", free_subnet(), tmp_path / "ipam")
     try:
         yield network
     finally:
@@ -147,7 +122,7 @@ def pod_network(tmp_path: Path) -> Iterator[PodNetwork]:
                 ipr.link("del", index=index)
         forward.write_text(saved_forward)
         if not had_portmap:
-            _remove_portmap_chains()
+            remove_portmap_chains()
 
 
 @pytest.fixture
