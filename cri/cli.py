@@ -1,4 +1,4 @@
-"""The `crisp` command: serve (default), config, version, status."""
+"""The `crisp` command: serve (default), config, version, check, status, wipe."""
 
 from __future__ import annotations
 
@@ -82,6 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "check", parents=[config_flags], help="preflight: can this host run crisp? (OK/WARN/FAIL)"
     )
+    commands.add_parser(
+        "wipe",
+        parents=[config_flags],
+        help="remove all of crisp's state (refuses while the daemon or any pod runs)",
+    )
     status = commands.add_parser(
         "status", parents=[config_flags], help="ask a running daemon for its version and status"
     )
@@ -128,17 +133,18 @@ def _setup_logging(level: str) -> None:
 
 
 def _check(config: Config) -> int:
-    from sandbox.preflight import HostPaths, Verdict, run_checks
+    from sandbox.preflight import HostSettings, Verdict, run_checks
 
-    paths = HostPaths(
+    settings = HostSettings(
         root_dir=Path(config.root_dir),
-        run_dir=Path(config.run_dir),
         cni_conf_dir=config.cni.conf_dir,
         cni_bin_dirs=config.cni.bin_dirs,
         cni_default_network=config.cni.default_network,
+        cni_write_default_network=config.cni.write_default_network,
+        cgroup_driver=config.cgroup.driver,
     )
     failed = False
-    for finding in run_checks(paths):
+    for finding in run_checks(settings):
         print(f"{finding.verdict.value:<5} {finding.check}: {finding.detail}")
         if finding.hint and finding.verdict is not Verdict.OK:
             print(f"      hint: {finding.hint}")
@@ -163,6 +169,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "check":
             return _check(config)
+        if args.command == "wipe":
+            from cri.wipe_command import run_wipe
+
+            return run_wipe(config)
         if args.command == "status":
             from cri.status_command import print_status
 

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import logging
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
 import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from cri.config import split_address
+
+log = logging.getLogger("crisp.metrics")
 
 # Container operations span from sub-millisecond list calls to multi-second image pulls.
 _LATENCY_BUCKETS = (
@@ -124,6 +127,47 @@ class ImagePullCollector(Collector):
         for reason, count in sorted(dict(counters.failures).items()):
             failures.add_metric([reason], count)
         yield failures
+
+
+# The states a container is reported in (CRI's, lower case); each is exported, zeros too,
+# so that a dashboard's series never vanish.
+CONTAINER_STATES = ("created", "running", "exited")
+
+
+@dataclass(frozen=True)
+class ContainerCensus:
+    state: str  # one of CONTAINER_STATES
+    oom_killed: bool
+
+
+class ContainerCollector(Collector):
+    """Containers by state, and those the kernel OOM-killed, counted at scrape time."""
+
+    def __init__(self, census: Callable[[], Iterable[ContainerCensus]]) -> None:
+        self._census = census
+
+    def describe(self) -> Iterator[Metric]:
+        # Names only: registering must not ask every monitor for its container's state.
+        yield GaugeMetricFamily("crisp_containers", "", labels=["state"])
+        yield GaugeMetricFamily("crisp_containers_oom_killed", "")
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            containers = list(self._census())
+        except Exception:  # a failing census must not cost the scrape its other metrics
+            log.exception("cannot count containers for /metrics")
+            return
+        by_state = GaugeMetricFamily(
+            "crisp_containers", "Containers crisp holds, by state.", labels=["state"]
+        )
+        for state in CONTAINER_STATES:
+            by_state.add_metric([state], sum(1 for c in containers if c.state == state))
+        yield by_state
+        yield GaugeMetricFamily(
+            "crisp_containers_oom_killed",
+            "Containers crisp holds whose process the kernel killed for lack of memory.",
+            value=sum(1 for c in containers if c.oom_killed),
+        )
 
 
 class MetricsServer:

@@ -56,3 +56,19 @@ def test_systemd_unit_keeps_containers_across_restarts() -> None:
     assert "KillMode=process" in unit
     assert "Delegate=yes" in unit
     assert "Before=kubelet.service" in unit
+
+
+def test_prometheus_scrape_job_targets_the_default_metrics_address() -> None:
+    scrape = yaml.safe_load((DEPLOY / "prometheus" / "prometheus-scrape.yaml").read_text())
+    (job,) = scrape["scrape_configs"]
+    assert job["job_name"] == "crisp"
+    assert job["static_configs"][0]["targets"] == [Config().metrics.address]
+
+
+def test_install_scripts_document_their_environment() -> None:
+    for name in ("install.sh", "uninstall.sh"):
+        script = (DEPLOY / name).read_text()
+        assert script.startswith("#!/usr/bin/env bash\n")
+        assert "set -euo pipefail" in script
+        assert "CRISP_PREFIX" in script.split("set -euo pipefail")[0], name
+    assert "CRISP_SKIP_APT=1" in (DEPLOY / "install.sh").read_text().split("set -euo")[0]
