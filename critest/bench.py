@@ -1,6 +1,8 @@
-"""``python -m critest.bench``: lifecycle latencies of a CRI runtime, as upstream's
-pkg/benchmark measures them. Each operation runs N times; the table gives p50/p90/p99 in
-milliseconds. Numbers only: nothing here passes or fails on time."""
+"""``python -m critest benchmark`` (or ``python -m critest.bench``): lifecycle latencies of a
+CRI runtime, as upstream's pkg/benchmark measures them. Each operation runs N times; the
+table gives p50/p90/p99 in milliseconds. Given the runtime's processes (``--daemon-pid``,
+``--memory-cgroup``), also its memory at idle and per pod (critest/bench_memory.py).
+Numbers only: nothing here passes or fails on time."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import TextIO, TypeVar
 
 from criapi import api_pb2 as pb
+from critest import bench_memory
 from critest.client import Client
 from critest.fixture import RPC_TIMEOUT
 from critest.registry import Registry
@@ -158,15 +161,37 @@ def print_table(rows: Sequence[dict[str, float | int | str]], out: TextIO) -> No
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
-    parser = argparse.ArgumentParser(prog="python -m critest.bench")
+    parser = argparse.ArgumentParser(prog="python -m critest benchmark")
     parser.add_argument("--runtime-endpoint", default="unix:///run/crisp/crisp.sock")
     parser.add_argument("--image-endpoint", default="")
     parser.add_argument("--cgroup-parent", default="")
     parser.add_argument("--registry", action="append", default=[], metavar="HOST:PORT")
     parser.add_argument("-n", "--iterations", type=int, default=20)
     parser.add_argument("--list-pods", type=int, default=0, help="also time listing N pods")
-    parser.add_argument("--json", type=Path, help="write the table as JSON here")
+    parser.add_argument("--json", type=Path, help="write the tables as JSON here")
+    parser.add_argument(
+        "--daemon-pid",
+        action="append",
+        default=[],
+        metavar="PID[,PID...]",
+        help="a process of the runtime, counted with its descendants (repeatable)",
+    )
+    parser.add_argument(
+        "--memory-cgroup",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="a cgroup whose processes are the runtime's (absolute, or below /sys/fs/cgroup)",
+    )
+    parser.add_argument(
+        "--memory-pods", type=int, default=10, help="pods running for the memory figures"
+    )
     args = parser.parse_args(argv)
+    runtime_processes = bench_memory.RuntimeProcesses(
+        bench_memory.parse_pids(args.daemon_pid),
+        tuple(bench_memory.cgroup_path(value) for value in args.memory_cgroup),
+    )
+    memory: bench_memory.MemoryReport | None = None
     with contextlib.ExitStack() as stack:
         registry = args.registry[0] if args.registry else stack.enter_context(Registry()).host
         images = build_and_push(registry)
@@ -182,13 +207,28 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
         bench_images(client, timings, args.iterations, images.pull_tag.ref)
         if args.list_pods:
             bench_list(client, timings, args.list_pods, args.iterations, args.cgroup_parent)
+        if runtime_processes:
+            memory = bench_memory.measure(
+                client,
+                runtime_processes,
+                args.memory_pods,
+                images.pause.ref,
+                lambda: _pod_config(args.cgroup_parent),
+            )
         client.image.RemoveImage(
             pb.RemoveImageRequest(image=pb.ImageSpec(image=images.pause.ref)), timeout=60
         )
     rows = timings.table()
     print_table(rows, out)
+    if memory is not None:
+        bench_memory.print_report(memory, out)
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+        document = {
+            "runtime": f"{version.runtime_name} {version.runtime_version}",
+            "operations": rows,
+            "memory": None if memory is None else memory.as_json(),
+        }
+        args.json.write_text(json.dumps(document, indent=2) + "\n")
     return 0
 
 

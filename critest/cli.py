@@ -1,5 +1,6 @@
 """``python -m critest``: start the loopback registries, push the test images, run the
-selected cases against a CRI endpoint, print one line per case and the summary last."""
+selected cases against a CRI endpoint, print one line per case and the summary last.
+``python -m critest benchmark ...`` runs the benchmark instead (critest/bench.py)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import TextIO
 import grpc
 
 from criapi import api_pb2 as pb
+from critest import bench
 from critest.case import Case, discover
 from critest.client import Client
 from critest.fixture import RPC_TIMEOUT, Env, describe
@@ -89,7 +91,10 @@ def remove_images(client: Client, refs: Sequence[str], out: TextIO) -> None:
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
-    args = parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["benchmark"]:
+        return bench.main(arguments[1:], out)
+    args = parse_args(arguments)
     cases = select(discover(), args.focus, args.skip)
     if args.list:
         for case in cases:

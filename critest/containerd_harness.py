@@ -289,7 +289,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             common = ["--runtime-endpoint", daemon.endpoint, "--cgroup-parent"]
             common += [daemon.cgroup_parent]
             if args.bench:
-                return bench.main([*common, "--registry", first.host, *rest])
+                assert daemon.process is not None
+                # Its shims leave its process tree; the benchmark finds them through CRI.
+                memory = ["--daemon-pid", str(daemon.process.pid)]
+                return bench.main([*common, "--registry", first.host, *memory, *rest])
             registries = ["--registry", first.host, "--registry", second.host]
             return cli.main([*common, *registries, *rest])
         finally:

@@ -158,13 +158,16 @@ def _fork_entry(control: socket.socket, request: dict[str, Any], fds: list[int])
         raise ZygoteError(f"unknown entry point {name!r}")
     args = request.get("args") or {}
     read_end, write_end = os.pipe()
-    intermediate = os.fork()
+    # The zygote and its children are single-threaded, and the interpreter's fork hooks
+    # would cost every spawned process memory (see fork_single_threaded). Skipping them
+    # leaves siblings with one `random` state: nothing spawned here may rely on it.
+    intermediate = syscalls.fork_single_threaded()
     if intermediate == 0:
         status = 1
         try:
             os.close(read_end)
             os.setsid()
-            final = os.fork()
+            final = syscalls.fork_single_threaded()
             if final == 0:
                 os.close(write_end)
                 control.close()
