@@ -82,15 +82,17 @@ class ImageService(pb_grpc.ImageServiceServicer):
         self, request: pb.ImageFsInfoRequest, context: grpc.ServicerContext
     ) -> pb.ImageFsInfoResponse:
         usage = self._images.usage()
+        filesystem = pb.FilesystemUsage(
+            timestamp=usage.timestamp_ns,
+            fs_id=pb.FilesystemIdentifier(mountpoint=usage.mountpoint),
+            used_bytes=pb.UInt64Value(value=usage.used_bytes),
+            inodes_used=pb.UInt64Value(value=usage.inodes_used),
+        )
+        # Images and writable layers both live under root_dir. kubelet compares the two
+        # mountpoints to decide whether the image filesystem is split from the container
+        # one, so the same entry in both lists says "not split", as CRI-O answers.
         return pb.ImageFsInfoResponse(
-            image_filesystems=[
-                pb.FilesystemUsage(
-                    timestamp=usage.timestamp_ns,
-                    fs_id=pb.FilesystemIdentifier(mountpoint=usage.mountpoint),
-                    used_bytes=pb.UInt64Value(value=usage.used_bytes),
-                    inodes_used=pb.UInt64Value(value=usage.inodes_used),
-                )
-            ]
+            image_filesystems=[filesystem], container_filesystems=[filesystem]
         )
 
 

@@ -48,7 +48,10 @@ class ContainerStore:
             self._save_locked(container)
 
     def _save_locked(self, container: Container) -> None:
-        self._records.put(KIND, container.id, container.state, container.to_doc())
+        record = self._records.put(KIND, container.id, container.state, container.to_doc())
+        # The database stamps the creation time at the first write: reporting its value
+        # keeps created_at the same before and after a daemon restart.
+        container.created_ns = record.created_ns
         self._containers[container.id] = copy.deepcopy(container)
 
     def set_state(self, container_id: str, state: str) -> Container | None:

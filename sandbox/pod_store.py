@@ -44,7 +44,10 @@ class PodStore:
             self._save_locked(pod)
 
     def _save_locked(self, pod: PodSandbox) -> None:
-        self._records.put(KIND, pod.id, pod.state, pod.to_doc())
+        record = self._records.put(KIND, pod.id, pod.state, pod.to_doc())
+        # The database stamps the creation time at the first write: reporting its value
+        # keeps created_at the same before and after a daemon restart.
+        pod.created_ns = record.created_ns
         self._pods[pod.id] = pod
 
     def delete(self, pod_id: str) -> None:
