@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterable
 
 from criapi import api_pb2 as pb
+from runtime.spec import IdMapping
 from sandbox.pod import (
     DNSSettings,
     NamespaceMode,
@@ -35,10 +36,24 @@ def _mode(value: int) -> NamespaceMode:
     return _MODES.get(value, NamespaceMode.TARGET)
 
 
+def id_mappings(mappings: Iterable[pb.IDMapping]) -> tuple[IdMapping, ...]:
+    return tuple(IdMapping(m.container_id, m.host_id, m.length) for m in mappings)
+
+
+def _id_mapping_messages(mappings: Iterable[IdMapping]) -> list[pb.IDMapping]:
+    return [
+        pb.IDMapping(container_id=m.container_id, host_id=m.host_id, length=m.size)
+        for m in mappings
+    ]
+
+
 def _resources(linux: pb.LinuxPodSandboxConfig, field: str) -> Resources | None:
     if not linux.HasField(field):  # type: ignore[arg-type]
         return None
-    r: pb.LinuxContainerResources = getattr(linux, field)
+    return _pod_resources(getattr(linux, field))
+
+
+def _pod_resources(r: pb.LinuxContainerResources) -> Resources:
     return Resources(
         cpu_period=r.cpu_period,
         cpu_quota=r.cpu_quota,
@@ -54,9 +69,8 @@ def pod_config(config: pb.PodSandboxConfig) -> PodConfig:
     linux = config.linux
     security = linux.security_context
     options = security.namespace_options
-    user_namespace = NamespaceMode.NODE
-    if options.HasField("userns_options"):
-        user_namespace = _mode(options.userns_options.mode)
+    # Absent means the node's (as before user namespaces); its mode 0 would read as POD.
+    userns = options.userns_options if options.HasField("userns_options") else None
     return PodConfig(
         metadata=PodMetadata(
             name=meta.name, uid=meta.uid, namespace=meta.namespace, attempt=meta.attempt
@@ -85,11 +99,22 @@ def pod_config(config: pb.PodSandboxConfig) -> PodConfig:
         pid=_mode(options.pid),
         ipc=_mode(options.ipc),
         target_id=options.target_id,
-        user_namespace=user_namespace,
+        user_namespace=NamespaceMode.NODE if userns is None else _mode(userns.mode),
+        uid_mappings=() if userns is None else id_mappings(userns.uids),
+        gid_mappings=() if userns is None else id_mappings(userns.gids),
         overhead=_resources(linux, "overhead"),
         resources=_resources(linux, "resources"),
         privileged=security.privileged,
     )
+
+
+def update_request(
+    request: pb.UpdatePodSandboxResourcesRequest,
+) -> tuple[Resources | None, Resources | None]:
+    """The request's (overhead, resources); a field left out is None."""
+    overhead = _pod_resources(request.overhead) if request.HasField("overhead") else None
+    resources = _pod_resources(request.resources) if request.HasField("resources") else None
+    return overhead, resources
 
 
 def pod_filter(wanted: pb.PodSandboxFilter) -> PodFilter:
@@ -123,6 +148,11 @@ def pod_status(status: PodStatus) -> pb.PodSandboxStatus:
                     pid=_MODE_VALUES[config.pid],
                     ipc=_MODE_VALUES[config.ipc],
                     target_id=config.target_id,
+                    userns_options=pb.UserNamespace(
+                        mode=_MODE_VALUES[config.user_namespace],
+                        uids=_id_mapping_messages(config.uid_mappings),
+                        gids=_id_mapping_messages(config.gid_mappings),
+                    ),
                 )
             )
         ),

@@ -432,30 +432,122 @@ def no_new_privs_off(f: Fixture) -> None:
     expect_eq(_no_new_privs(f, False), "0", "NoNewPrivs")
 
 
+# Upstream's mapping for the user namespace cases: root of the pod is host uid/gid 1000.
+_USERNS_MAPPING = pb.IDMapping(container_id=0, host_id=1000, length=100000)
+
+
+def _needs_user_namespaces(f: Fixture) -> None:
+    features = f.handler_features()
+    if features is None or not features.user_namespaces:
+        skip("the runtime does not report user_namespaces for its handler")
+
+
+def _userns_pod(f: Fixture, userns: pb.UserNamespace) -> tuple[str, pb.PodSandboxConfig]:
+    config = f.pod_config()
+    config.linux.security_context.namespace_options.userns_options.CopyFrom(userns)
+    return f.run_pod(config), config
+
+
+def _userns_container(f: Fixture, pod: tuple[str, pb.PodSandboxConfig]) -> str:
+    """A container with its pod's namespace options, as kubelet makes them."""
+    container = f.container_config()
+    container.linux.security_context.namespace_options.CopyFrom(
+        pod[1].linux.security_context.namespace_options
+    )
+    return f.run_container(pod[0], pod[1], container)
+
+
+def _id_map(f: Fixture, container_id: str, name: str) -> list[list[str]]:
+    text = f.exec_ok(container_id, ["cat", f"/proc/self/{name}"])
+    return [line.split() for line in text.splitlines() if line.strip()]
+
+
+def _pod_refused(f: Fixture, userns: pb.UserNamespace, what: str) -> None:
+    config = f.pod_config()
+    config.linux.security_context.namespace_options.userns_options.CopyFrom(userns)
+
+    def run() -> None:
+        response = f.rt.RunPodSandbox(
+            pb.RunPodSandboxRequest(config=config, runtime_handler=f.env.runtime_handler),
+            timeout=RPC_TIMEOUT,
+        )
+        f.defer("remove the pod", lambda: f.remove_pod(response.pod_sandbox_id))
+
+    expect_rpc_error(run, f"RunPodSandbox with {what}")
+
+
 @case(
     "user namespace of the pod maps root to an unprivileged host id",
     area=AREA,
     spec="runtime should support NamespaceMode_POD",
 )
 def user_namespace(f: Fixture) -> None:
-    features = f.handler_features()
-    if features is None or not features.user_namespaces:
-        skip("the runtime does not report user_namespaces for its handler")
-    mapping = [pb.IDMapping(host_id=1_000_000, container_id=0, length=65536)]
-    userns = pb.UserNamespace(mode=POD, uids=mapping, gids=mapping)
-    config = f.pod_config()
-    config.linux.security_context.namespace_options.userns_options.CopyFrom(userns)
-    pod_id = f.run_pod(config)
-    container = f.container_config()
-    container.linux.security_context.namespace_options.userns_options.CopyFrom(userns)
-    container_id = f.run_container(pod_id, config, container)
-    uid_map = f.exec_ok(container_id, ["cat", "/proc/self/uid_map"]).split()
-    expect_eq(uid_map, ["0", "1000000", "65536"], "/proc/self/uid_map")
+    _needs_user_namespaces(f)
+    userns = pb.UserNamespace(mode=POD, uids=[_USERNS_MAPPING], gids=[_USERNS_MAPPING])
+    pod = _userns_pod(f, userns)
+    container_id = _userns_container(f, pod)
+    expected = [["0", "1000", "100000"]]
+    expect_eq(_id_map(f, container_id, "uid_map"), expected, "/proc/self/uid_map")
+    expect_eq(_id_map(f, container_id, "gid_map"), expected, "/proc/self/gid_map")
     expect(
         _ns(f, container_id, "user") != _host_ns("user"),
         "the container is in the host's user namespace",
     )
-    status = f.rt.PodSandboxStatus(
-        pb.PodSandboxStatusRequest(pod_sandbox_id=pod_id), timeout=RPC_TIMEOUT
-    )
-    expect_eq(status.status.id, pod_id, "PodSandboxStatus of a user-namespaced pod")
+    expect_eq(f.pod_status(pod[0]).id, pod[0], "PodSandboxStatus of a user-namespaced pod")
+
+
+@case(
+    "user namespace of the node: the container sees the host's id maps",
+    area=AREA,
+    spec="runtime should support NamespaceMode_NODE",
+)
+def user_namespace_node(f: Fixture) -> None:
+    _needs_user_namespaces(f)
+    container_id = _userns_container(f, _userns_pod(f, pb.UserNamespace(mode=NODE)))
+    with open("/proc/self/uid_map") as host_map:
+        expected = [line.split() for line in host_map if line.strip()]
+    expect_eq(_id_map(f, container_id, "uid_map"), expected, "/proc/self/uid_map")
+    expect_eq(_ns(f, container_id, "user"), _host_ns("user"), "user namespace")
+
+
+@case(
+    "user namespace with more than one mapping is refused",
+    area=AREA,
+    spec="runtime should fail if more than one mapping provided",
+)
+def user_namespace_many_mappings(f: Fixture) -> None:
+    _needs_user_namespaces(f)
+    mappings = [_USERNS_MAPPING, pb.IDMapping(container_id=0, host_id=2000, length=100000)]
+    userns = pb.UserNamespace(mode=POD, uids=mappings, gids=mappings)
+    _pod_refused(f, userns, "two uid and two gid mappings")
+
+
+@case(
+    "user namespace that leaves root unmapped is refused",
+    area=AREA,
+    spec="runtime should fail if container ID 0 is not mapped",
+)
+def user_namespace_unmapped_root(f: Fixture) -> None:
+    _needs_user_namespaces(f)
+    mapping = pb.IDMapping(container_id=1, host_id=1000, length=100000)
+    _pod_refused(f, pb.UserNamespace(mode=POD, uids=[mapping], gids=[mapping]), "root unmapped")
+
+
+@case(
+    "user namespace mode CONTAINER is refused for a pod",
+    area=AREA,
+    spec="runtime should fail with NamespaceMode_CONTAINER",
+)
+def user_namespace_container_mode(f: Fixture) -> None:
+    _needs_user_namespaces(f)
+    _pod_refused(f, pb.UserNamespace(mode=CONTAINER), "user namespace mode CONTAINER")
+
+
+@case(
+    "user namespace mode TARGET is refused for a pod",
+    area=AREA,
+    spec="runtime should fail with NamespaceMode_TARGET",
+)
+def user_namespace_target_mode(f: Fixture) -> None:
+    _needs_user_namespaces(f)
+    _pod_refused(f, pb.UserNamespace(mode=pb.TARGET), "user namespace mode TARGET")

@@ -73,6 +73,8 @@ def _namespaces(spec: Spec, channel: socket.socket) -> None:
                 sc.setns(fd, NAMESPACE_FLAGS[ns.type])
             except OSError as exc:
                 raise SetupError(f"joining {ns.type} namespace {ns.path}: {exc.strerror}") from None
+            if ns.type == "user":
+                _become_namespace_root(f"user namespace {ns.path}")
     finally:
         for _, fd in joined:
             os.close(fd)
@@ -83,10 +85,7 @@ def _namespaces(spec: Spec, channel: socket.socket) -> None:
         sc.unshare(sc.CLONE_NEWUSER)
         send(channel, "userns")
         _expect(channel, "mapped")
-        sc.set_keepcaps(True)
-        os.setresgid(0, 0, 0)
-        os.setresuid(0, 0, 0)
-        sc.set_keepcaps(False)
+        _become_namespace_root("the new user namespace")
         new.discard("user")
     flags = 0
     for kind in new:
@@ -102,12 +101,25 @@ def _namespaces(spec: Spec, channel: socket.socket) -> None:
             os._exit(0)
 
 
+def _become_namespace_root(which: str) -> None:
+    """Take the ids of root in the user namespace just entered: files the init makes on
+    filesystems mounted inside it need owners mapped there."""
+    try:
+        sc.set_keepcaps(True)
+        os.setresgid(0, 0, 0)
+        os.setresuid(0, 0, 0)
+        sc.set_keepcaps(False)
+    except OSError as exc:
+        raise SetupError(f"{which} does not map root (id 0): {exc.strerror}") from None
+
+
 def pid_namespace_after_user(spec: Spec) -> bool:
-    """A new pid namespace must belong to the container's new user namespace (or /proc
-    cannot be mounted in it), so the init makes it itself and forks into it; otherwise
-    the monitor makes it before forking the init."""
+    """A new pid namespace must belong to the container's user namespace, new or joined
+    (or /proc cannot be mounted in it), so the init makes it itself, after entering the
+    user namespace, and forks into it; otherwise the monitor makes it before forking the
+    init."""
     user, pid = spec.linux.namespace("user"), spec.linux.namespace("pid")
-    return user is not None and user.path is None and pid is not None and pid.path is None
+    return user is not None and pid is not None and pid.path is None
 
 
 def _oom_score_adj(channel: socket.socket, value: int | None) -> None:
@@ -161,10 +173,11 @@ def _setup(
     oom_kills = _join_cgroup(spec, cgroups_path)
     console = os.ttyname(stdio[0]) if terminal else None
     process_setup.attach_stdio(stdio, terminal)
+    idmapped = rootfs.idmapped_trees(spec, bundle)
     _namespaces(spec, channel)
     _oom_score_adj(channel, process.oom_score_adj)
     _sysctls(dict(spec.linux.sysctl))
-    rootfs.setup(spec, bundle, cgroups_path, console)
+    rootfs.setup(spec, bundle, cgroups_path, console, idmapped)
     if spec.hostname:
         sc.sethostname(spec.hostname)
     if spec.domainname:

@@ -49,7 +49,9 @@ PROPAGATION: dict[str, int] = {
 
 # Options that need features crisp does not implement; silently dropping them would give
 # the container something other than what it asked for.
-_UNSUPPORTED = ("tmpcopyup", "idmap", "ridmap", "copy-symlink")
+_UNSUPPORTED = ("tmpcopyup", "copy-symlink")
+# Idmapped bind mounts (runtime/idmap.py): "ridmap" maps the mounts below the source too.
+_IDMAP = ("idmap", "ridmap")
 
 
 # runc's recursive forms: the attribute on the whole mount tree, through mount_setattr(2).
@@ -79,6 +81,7 @@ class MountOptions:
     recursive: bool = False
     recursive_set: int = 0  # MOUNT_ATTR_* for mount_setattr over the whole tree
     recursive_clear: int = 0
+    idmap_recursive: bool = False  # "ridmap": the mounts below an idmapped source mapped too
 
 
 def parse(options: Iterable[str], where: str) -> MountOptions:
@@ -87,6 +90,7 @@ def parse(options: Iterable[str], where: str) -> MountOptions:
     data: list[str] = []
     bind = recursive = False
     recursive_set = recursive_clear = 0
+    idmap_recursive = False
     for option in options:
         if option in ("bind", "rbind"):
             bind = True
@@ -100,6 +104,8 @@ def parse(options: Iterable[str], where: str) -> MountOptions:
             set_bits, clear_bits = _RECURSIVE_ATTRS[option]
             recursive_set = (recursive_set | set_bits) & ~clear_bits
             recursive_clear = (recursive_clear | clear_bits) & ~set_bits
+        elif option in _IDMAP:
+            idmap_recursive = idmap_recursive or option == "ridmap"
         elif option.split("=", 1)[0] in _UNSUPPORTED or _is_recursive_attr(option):
             raise ValueError(f"{where}: mount option {option!r} is not supported")
         elif option.startswith("x-"):
@@ -107,5 +113,12 @@ def parse(options: Iterable[str], where: str) -> MountOptions:
         else:
             data.append(option)
     return MountOptions(
-        flags, tuple(propagation), ",".join(data), bind, recursive, recursive_set, recursive_clear
+        flags,
+        tuple(propagation),
+        ",".join(data),
+        bind,
+        recursive,
+        recursive_set,
+        recursive_clear,
+        idmap_recursive,
     )

@@ -6,6 +6,10 @@ the hostname and sysctls from inside, and either becomes the pause process or wa
 the daemon has pinned its namespaces and then exits. Mounts belong to a mount namespace, not a
 thread, so the daemon bind-mounts /proc/<pid>/ns/* itself.
 
+With id mappings, the child first makes a user namespace (the daemon writes its maps), and
+the other namespaces are then made inside it, so that they belong to it: root of the user
+namespace may then configure them, and nobody else.
+
 The pin root is bind-mounted onto itself and made private: on a host whose / is shared
 (systemd), pins would otherwise propagate into peer mount namespaces, and a copy left there
 keeps the namespace alive after crisp unpins it.
@@ -24,9 +28,11 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from runtime import pause, syscalls
+from runtime.spec import IdMapping, id_map_text
 from runtime.zygote import Zygote, entry_point
 
 KINDS = ("net", "ipc", "uts")
+PINNED_KINDS = ("user", *KINDS)  # every pin a pod directory may hold
 _CLONE = {
     "net": syscalls.CLONE_NEWNET,
     "ipc": syscalls.CLONE_NEWIPC,
@@ -34,6 +40,7 @@ _CLONE = {
 }
 _ENTRY = "namespace-holder"
 _MAX_REPLY = 4096
+_MAPPED = b"mapped"  # the daemon has written the holder's uid and gid maps
 
 
 class NamespaceError(RuntimeError):
@@ -51,6 +58,13 @@ class NamespaceSpec:
     hostname: str = ""  # set inside the new uts namespace
     sysctls: Mapping[str, str] = field(default_factory=dict)
     keep_process: bool = True  # run the pause process in them; else pins alone hold them
+    # A new user namespace with these maps owns the others; none without mappings.
+    uid_mappings: tuple[IdMapping, ...] = ()
+    gid_mappings: tuple[IdMapping, ...] = ()
+
+    @property
+    def new_user(self) -> bool:
+        return bool(self.uid_mappings)
 
 
 @dataclass(frozen=True)
@@ -70,6 +84,8 @@ def create(
         raise NamespaceError(f"unknown namespace kinds {sorted(unknown)}")
     if spec.new_pid and not spec.keep_process:
         raise NamespaceError("a new PID namespace needs the pause process as its init")
+    if bool(spec.uid_mappings) != bool(spec.gid_mappings):
+        raise NamespaceError("a user namespace needs both uid and gid mappings")
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     with ours:
         try:
@@ -81,16 +97,24 @@ def create(
                     "hostname": spec.hostname,
                     "sysctls": dict(spec.sysctls),
                     "keep_process": spec.keep_process,
+                    "new_user": spec.new_user,
                 },
                 [theirs.fileno()],
             )
         finally:
             theirs.close()
         ours.settimeout(timeout)
-        pid = int(_expect(ours)["pid"])
+        reply = _expect(ours)
+        if spec.new_user:
+            _write_id_maps(int(reply["userns"]), spec.uid_mappings, spec.gid_mappings)
+            ours.send(_MAPPED)
+            reply = _expect(ours)
+        pid = int(reply["pid"])
         pins: dict[str, str] = {}
         try:
             pin_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if spec.new_user:
+                pins["user"] = str(pin(pid, "user", pin_dir / "user"))
             for kind in spec.new:
                 pins[kind] = str(pin(pid, kind, pin_dir / kind))
             if not spec.keep_process:
@@ -106,6 +130,19 @@ def create(
                 unpin(path)
             _kill_quietly(pid)
             raise
+
+
+def _write_id_maps(
+    pid: int, uid_mappings: tuple[IdMapping, ...], gid_mappings: tuple[IdMapping, ...]
+) -> None:
+    """Give process `pid`'s new user namespace its maps (written from outside it: only a
+    process with CAP_SETUID over the parent namespace may map more than its own id)."""
+    for name, mappings in (("uid_map", uid_mappings), ("gid_map", gid_mappings)):
+        try:
+            with open(f"/proc/{pid}/{name}", "w") as f:
+                f.write(id_map_text(mappings))
+        except OSError as e:
+            raise NamespaceError(f"cannot write the {name} of process {pid}: {e.strerror}") from e
 
 
 def _expect(sock: socket.socket) -> dict[str, Any]:
@@ -147,6 +184,20 @@ def _hold(args: dict[str, Any], fds: list[int]) -> int:
     """Runs in a freshly forked, single-threaded child of the fork server."""
     os.set_inheritable(fds[0], False)
     sock = socket.socket(fileno=os.dup(fds[0]))
+    if args["new_user"]:
+        try:
+            syscalls.unshare(syscalls.CLONE_NEWUSER)
+        except OSError as e:
+            _report(sock, {"error": f"cannot create a user namespace: {e}"})
+            return 1
+        _report(sock, {"userns": os.getpid()})
+        if sock.recv(len(_MAPPED)) != _MAPPED:
+            return 1  # the daemon could not map it, or went away
+        try:
+            _become_namespace_root()
+        except OSError as e:
+            _report(sock, {"error": f"cannot become root of the user namespace: {e}"})
+            return 1
     try:
         syscalls.unshare(int(args["flags"]))
         if args["hostname"]:
@@ -178,6 +229,15 @@ def _hold(args: dict[str, Any], fds: list[int]) -> int:
         return 0
     _report(sock, {"pid": os.getpid()})
     _become_pause(sock)
+
+
+def _become_namespace_root() -> None:
+    """Take the ids that map to root of the new user namespace, so that what this process
+    makes (and the pause process it becomes) is owned by that root, not by an unmapped id."""
+    syscalls.set_keepcaps(True)
+    os.setresgid(0, 0, 0)
+    os.setresuid(0, 0, 0)
+    syscalls.set_keepcaps(False)
 
 
 def _become_pause(sock: socket.socket) -> NoReturn:

@@ -17,10 +17,10 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from runtime import mountopts
+from runtime import idmap, mountopts
 from runtime import syscalls as sc
 from runtime.cgroups import CgroupVersion, find_mounts
-from runtime.spec import Device, Mount, Spec
+from runtime.spec import Device, Mount, Spec, is_idmapped
 
 
 class RootfsError(Exception):
@@ -122,12 +122,54 @@ def _mount_error(where: str, exc: OSError) -> RootfsError:
     return RootfsError(f"{where}: {exc.strerror or exc}")
 
 
+def _bind_source(entry: Mount, bundle: Path) -> str:
+    return entry.source if entry.source.startswith("/") else str(bundle / entry.source)
+
+
+def idmapped_trees(spec: Spec, bundle: Path) -> dict[int, int]:
+    """Detached idmapped copies of the sources of the spec's idmapped mounts, by mount
+    index. Made before the init joins the container's user namespace: mapping needs the
+    host's privileges, and the sources need not be reachable from inside."""
+    userns = spec.linux.namespace("user")
+    wanted = [(i, m) for i, m in enumerate(spec.mounts) if is_idmapped(m)]
+    if not wanted or userns is None or userns.path is None:
+        return {}
+    trees: dict[int, int] = {}
+    userns_fd = os.open(userns.path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        for index, entry in wanted:
+            where = f"mounts[{index}] ({entry.destination})"
+            options = mountopts.parse(entry.options, where)
+            source = _bind_source(entry, bundle)
+            try:
+                trees[index] = idmap.detached(
+                    source, userns_fd, options.recursive, options.idmap_recursive
+                )
+            except OSError as exc:
+                raise _mount_error(f"{where}: idmapped bind of {source}", exc) from None
+    except BaseException:
+        for tree in trees.values():
+            os.close(tree)
+        raise
+    finally:
+        os.close(userns_fd)
+    return trees
+
+
 class _Builder:
-    def __init__(self, spec: Spec, rootfs: str, bundle: Path, cgroups_path: str) -> None:
+    def __init__(
+        self,
+        spec: Spec,
+        rootfs: str,
+        bundle: Path,
+        cgroups_path: str,
+        idmapped: dict[int, int],
+    ) -> None:
         self.spec = spec
         self.root = rootfs
         self.bundle = bundle
         self.cgroups_path = cgroups_path
+        self.idmapped = idmapped  # mount index → detached idmapped tree of its source
         self.cgroup_ns = (ns := spec.linux.namespace("cgroup")) is not None and ns.path is None
         self.in_user_ns = spec.linux.namespace("user") is not None
 
@@ -135,7 +177,7 @@ class _Builder:
         for index, entry in enumerate(self.spec.mounts):
             where = f"mounts[{index}] ({entry.destination})"
             try:
-                self._mount(entry, where)
+                self._mount(entry, where, self.idmapped.get(index))
             except RootfsError:
                 raise
             except ValueError as exc:
@@ -143,11 +185,11 @@ class _Builder:
             except OSError as exc:
                 raise _mount_error(where, exc) from None
 
-    def _mount(self, entry: Mount, where: str) -> None:
+    def _mount(self, entry: Mount, where: str, idmapped_tree: int | None) -> None:
         options = mountopts.parse(entry.options, where)
         target = resolve(self.root, entry.destination)
         if options.bind or entry.type == "bind":
-            self._bind(entry, options, target, where)
+            self._bind(entry, options, target, where, idmapped_tree)
         elif entry.type == "cgroup":
             self._cgroup(options, target)
         else:
@@ -168,15 +210,25 @@ class _Builder:
             sc.mount("/sys", target, None, sc.MS_BIND | sc.MS_REC)
             _bind_remount(target, options.flags)
 
-    def _bind(self, entry: Mount, options: mountopts.MountOptions, target: str, where: str) -> None:
-        source = entry.source if entry.source.startswith("/") else str(self.bundle / entry.source)
+    def _bind(
+        self,
+        entry: Mount,
+        options: mountopts.MountOptions,
+        target: str,
+        where: str,
+        idmapped_tree: int | None,
+    ) -> None:
+        source = _bind_source(entry, self.bundle)
         try:
-            is_dir = stat.S_ISDIR(os.stat(source).st_mode)
+            # An idmapped source was opened from the host: it may be out of reach here.
+            info = os.stat(source) if idmapped_tree is None else os.fstat(idmapped_tree)
         except FileNotFoundError:
             raise RootfsError(f"{where}: bind source {source} does not exist") from None
-        _make_target(target, is_dir)
-        flags = sc.MS_BIND | (sc.MS_REC if options.recursive else 0)
-        sc.mount(source, target, None, flags)
+        _make_target(target, stat.S_ISDIR(info.st_mode))
+        if idmapped_tree is not None:
+            sc.move_mount(idmapped_tree, target)
+        else:
+            sc.mount(source, target, None, sc.MS_BIND | (sc.MS_REC if options.recursive else 0))
         extra = options.flags & ~sc.MS_REMOUNT
         if extra:
             _bind_remount(target, extra)
@@ -317,9 +369,16 @@ def _readonly(path: str) -> None:
     _bind_remount(path, sc.MS_RDONLY | sc.MS_REC)
 
 
-def setup(spec: Spec, bundle: Path, cgroups_path: str, console: str | None) -> None:
+def setup(
+    spec: Spec,
+    bundle: Path,
+    cgroups_path: str,
+    console: str | None,
+    idmapped: dict[int, int] | None = None,
+) -> None:
     """Build the container's filesystem view and pivot into it. The caller is in a new
-    mount namespace; on error the namespace (and every mount in it) dies with the caller."""
+    mount namespace; on error the namespace (and every mount in it) dies with the caller.
+    `idmapped` holds the trees idmapped_trees() made for the idmapped mounts."""
     rootfs = os.path.realpath(spec.rootfs(bundle))
     if not os.path.isdir(rootfs):
         raise RootfsError(f"root.path {rootfs} is not a directory")
@@ -333,7 +392,7 @@ def setup(spec: Spec, bundle: Path, cgroups_path: str, console: str | None) -> N
         sc.mount(rootfs, rootfs, None, sc.MS_BIND | sc.MS_REC)
     except OSError as exc:
         raise _mount_error(f"rootfs {rootfs}", exc) from None
-    builder = _Builder(spec, rootfs, bundle, cgroups_path)
+    builder = _Builder(spec, rootfs, bundle, cgroups_path, idmapped or {})
     builder.mount_all()
     try:
         builder.devices(console)

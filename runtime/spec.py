@@ -70,24 +70,32 @@ class Process:
 
 
 @dataclass(frozen=True)
+class IdMapping:
+    container_id: int
+    host_id: int
+    size: int
+
+
+def id_map_text(mappings: tuple[IdMapping, ...]) -> str:
+    """Mappings as the kernel takes them in /proc/<pid>/uid_map and gid_map."""
+    return "".join(f"{m.container_id} {m.host_id} {m.size}\n" for m in mappings)
+
+
+@dataclass(frozen=True)
 class Mount:
     destination: str
     type: str = ""
     source: str = ""
     options: tuple[str, ...] = ()
+    # An idmapped bind mount shows file owners through these (the container's own).
+    uid_mappings: tuple[IdMapping, ...] = ()
+    gid_mappings: tuple[IdMapping, ...] = ()
 
 
 @dataclass(frozen=True)
 class Namespace:
     type: str
     path: str | None = None  # None: create a new one
-
-
-@dataclass(frozen=True)
-class IdMapping:
-    container_id: int
-    host_id: int
-    size: int
 
 
 @dataclass(frozen=True)
@@ -273,6 +281,8 @@ def _mount(obj: Mapping[str, Any], where: str) -> Mount:
         type=_str(obj, "type", where),
         source=_str(obj, "source", where),
         options=_strings(obj, "options", where),
+        uid_mappings=_mappings(obj.get("uidMappings"), f"{where}.uidMappings"),
+        gid_mappings=_mappings(obj.get("gidMappings"), f"{where}.gidMappings"),
     )
 
 
@@ -379,17 +389,42 @@ def _check_consistency(spec: Spec) -> None:
     if "time" in (ns.type for ns in linux.namespaces):
         raise SpecError("linux.namespaces: the time namespace is not supported")
     user_ns = linux.namespace("user")
-    if (linux.uid_mappings or linux.gid_mappings) and (user_ns is None or user_ns.path):
-        raise SpecError("linux.uidMappings/gidMappings need a new user namespace")
+    # With a joined user namespace the mappings describe it (as containerd writes them).
+    if (linux.uid_mappings or linux.gid_mappings) and user_ns is None:
+        raise SpecError("linux.uidMappings/gidMappings need a user namespace")
     new_user_ns = user_ns is not None and user_ns.path is None
     if new_user_ns and (not linux.uid_mappings or not linux.gid_mappings):
         raise SpecError("a new user namespace needs linux.uidMappings and gidMappings")
+    for index, mount in enumerate(spec.mounts):
+        _check_idmapped_mount(spec, mount, f"mounts[{index}]")
     # As runc: a joined uts namespace is fine too (the name is then set in it).
     if (spec.hostname or spec.domainname) and linux.namespace("uts") is None:
         raise SpecError("hostname/domainname need a uts namespace in linux.namespaces")
     mnt = linux.namespace("mount")
     if mnt is None or mnt.path is not None:
         raise SpecError("linux.namespaces must create a new mount namespace for the rootfs")
+
+
+def is_idmapped(mount: Mount) -> bool:
+    return bool(mount.uid_mappings or {"idmap", "ridmap"} & set(mount.options))
+
+
+def _check_idmapped_mount(spec: Spec, mount: Mount, where: str) -> None:
+    if not is_idmapped(mount):
+        return
+    user_ns = spec.linux.namespace("user")
+    if mount.type != "bind" and not {"bind", "rbind"} & set(mount.options):
+        raise SpecError(f"{where}: only bind mounts can be idmapped")
+    # The mapping is made from the host before the init enters the namespace, which
+    # therefore has to exist already.
+    if user_ns is None or user_ns.path is None:
+        raise SpecError(f"{where}: an idmapped mount needs a joined user namespace (a path)")
+    given = (mount.uid_mappings, mount.gid_mappings)
+    if any(given) and given != (spec.linux.uid_mappings, spec.linux.gid_mappings):
+        raise SpecError(
+            f"{where}: idmapped mounts with mappings other than the container's user "
+            "namespace's are not supported"
+        )
 
 
 def parse(raw: object) -> Spec:

@@ -80,6 +80,8 @@ PR_GET_CHILD_SUBREAPER = 37
 PR_SET_NO_NEW_PRIVS = 38
 PR_GET_NO_NEW_PRIVS = 39
 PR_CAP_AMBIENT = 47
+PR_SET_MEMORY_MERGE = 67  # Linux 6.4+
+PR_GET_MEMORY_MERGE = 68
 PR_CAP_AMBIENT_IS_SET = 1
 PR_CAP_AMBIENT_RAISE = 2
 PR_CAP_AMBIENT_LOWER = 3
@@ -217,6 +219,14 @@ MOUNT_ATTR_RDONLY = 0x1
 MOUNT_ATTR_NOSUID = 0x2
 MOUNT_ATTR_NODEV = 0x4
 MOUNT_ATTR_NOEXEC = 0x8
+MOUNT_ATTR_IDMAP = 0x00100000
+# The new mount API (Linux 5.2+, idmapped mounts 5.12+): one number on every architecture.
+_SYS_OPEN_TREE = 428
+_SYS_MOVE_MOUNT = 429
+OPEN_TREE_CLONE = 1
+OPEN_TREE_CLOEXEC = os.O_CLOEXEC
+AT_EMPTY_PATH = 0x1000
+MOVE_MOUNT_F_EMPTY_PATH = 0x4
 
 
 class _MountAttr(ctypes.Structure):
@@ -243,6 +253,49 @@ def mount_setattr(
         ctypes.c_uint(flags),
         ctypes.byref(attr),
         ctypes.c_size_t(ctypes.sizeof(attr)),
+    )
+    _check(result, call)
+
+
+def open_tree(path: str | os.PathLike[str], recursive: bool = False) -> int:
+    """A detached copy of the mount at `path` (its whole tree when `recursive`), as a
+    close-on-exec fd to change with mount_setattr_idmap and attach with move_mount."""
+    flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | (AT_RECURSIVE if recursive else 0)
+    call = f"open_tree({os.fspath(path)!r}, recursive={recursive})"
+    result = _libc.syscall(
+        ctypes.c_long(_SYS_OPEN_TREE), ctypes.c_int(AT_FDCWD), _path(path), ctypes.c_uint(flags)
+    )
+    return _check(result, call)
+
+
+def mount_setattr_idmap(tree_fd: int, userns_fd: int, recursive: bool = False) -> None:
+    """Make the detached mount `tree_fd` (from open_tree) show its files' owners through the
+    id mappings of the user namespace `userns_fd`: host id H appears as the container id
+    that H is mapped to. Needs CAP_SYS_ADMIN where the filesystem was mounted."""
+    attr = _MountAttr(MOUNT_ATTR_IDMAP, 0, 0, userns_fd)
+    flags = AT_EMPTY_PATH | (AT_RECURSIVE if recursive else 0)
+    call = f"mount_setattr(fd={tree_fd}, MOUNT_ATTR_IDMAP, userns_fd={userns_fd})"
+    result = _libc.syscall(
+        ctypes.c_long(_SYS_MOUNT_SETATTR),
+        ctypes.c_int(tree_fd),
+        b"",
+        ctypes.c_uint(flags),
+        ctypes.byref(attr),
+        ctypes.c_size_t(ctypes.sizeof(attr)),
+    )
+    _check(result, call)
+
+
+def move_mount(tree_fd: int, target: str | os.PathLike[str]) -> None:
+    """Attach the detached mount `tree_fd` at `target`."""
+    call = f"move_mount(fd={tree_fd}, {os.fspath(target)!r})"
+    result = _libc.syscall(
+        ctypes.c_long(_SYS_MOVE_MOUNT),
+        ctypes.c_int(tree_fd),
+        b"",
+        ctypes.c_int(AT_FDCWD),
+        _path(target),
+        ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH),
     )
     _check(result, call)
 
@@ -294,6 +347,17 @@ def get_pdeathsig() -> int:
 
 def set_child_subreaper(enabled: bool = True) -> None:
     prctl(PR_SET_CHILD_SUBREAPER, int(enabled))
+
+
+def set_memory_merge(enabled: bool = True) -> None:
+    """Offer all of the process's anonymous memory to KSM (merged with identical pages of
+    other processes that opted in, when the host runs ksmd). The setting is inherited by
+    children and kept across execve(2). EINVAL before Linux 6.4."""
+    prctl(PR_SET_MEMORY_MERGE, int(enabled))
+
+
+def get_memory_merge() -> bool:
+    return prctl(PR_GET_MEMORY_MERGE) == 1
 
 
 def set_keepcaps(enabled: bool) -> None:
@@ -374,3 +438,18 @@ def capset(effective: int, permitted: int, inheritable: int) -> None:
     call = f"capset(effective={effective:#x}, permitted={permitted:#x}, "
     call += f"inheritable={inheritable:#x})"
     _check(_libc.capset(ctypes.byref(header), data), call)
+
+
+# Called with the GIL held, so the child starts in the state the caller left, holding it.
+_libc_holding_gil = ctypes.PyDLL(None, use_errno=True)
+
+
+def fork_single_threaded() -> int:
+    """fork(2) without CPython's at-fork work; returns 0 in the child, its pid in the parent.
+
+    os.fork() runs the interpreter's at-fork hooks in both processes (threading's and
+    logging's re-initialisation, random's reseed), and running that Python code dirties
+    some 450 KiB of pages the child shared with its parent: copies every fork-server child
+    keeps for its whole life. The hooks repair what other threads held at the fork; a
+    process with a single thread has nothing to repair, and must be the only caller."""
+    return _check(_libc_holding_gil.fork(), "fork()")

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from runtime.spec import IdMapping
+
 # Record states. CREATING is persisted before the first host change, so that a crash in
 # the middle of RunPodSandbox is found and undone at the next start.
 CREATING = "creating"
@@ -76,6 +78,9 @@ class PodConfig:
     ipc: NamespaceMode = NamespaceMode.POD
     target_id: str = ""
     user_namespace: NamespaceMode = NamespaceMode.NODE
+    # With user_namespace POD: how the pod's user namespace maps its ids to the host's.
+    uid_mappings: tuple[IdMapping, ...] = ()
+    gid_mappings: tuple[IdMapping, ...] = ()
     overhead: Resources | None = None
     resources: Resources | None = None
     privileged: bool = False
@@ -91,6 +96,16 @@ class PodConfig:
     @property
     def shares_pid(self) -> bool:
         return self.pid is NamespaceMode.POD
+
+    @property
+    def own_user_namespace(self) -> bool:
+        return self.user_namespace is NamespaceMode.POD
+
+    def host_root(self) -> tuple[int, int]:
+        """The host uid and gid that root of the pod's user namespace is."""
+        uid = next(m.host_id for m in self.uid_mappings if m.container_id == 0)
+        gid = next(m.host_id for m in self.gid_mappings if m.container_id == 0)
+        return uid, gid
 
     def to_doc(self) -> dict[str, Any]:
         doc = dataclasses.asdict(self)
@@ -118,6 +133,8 @@ class PodConfig:
             ipc=NamespaceMode(doc["ipc"]),
             target_id=doc["target_id"],
             user_namespace=NamespaceMode(doc["user_namespace"]),
+            uid_mappings=tuple(IdMapping(**m) for m in doc.get("uid_mappings", ())),
+            gid_mappings=tuple(IdMapping(**m) for m in doc.get("gid_mappings", ())),
             overhead=resources(doc["overhead"]),
             resources=resources(doc["resources"]),
             privileged=doc["privileged"],

@@ -40,7 +40,7 @@ def _remove_strays(ctx: PodContext) -> None:
     strays = [p for p in pods_dir.iterdir() if p.name not in known] if pods_dir.is_dir() else []
     for stray in strays:
         log.warning("removing %s: no pod sandbox of that id is recorded", stray)
-        for kind in namespaces.KINDS:
+        for kind in namespaces.PINNED_KINDS:
             namespaces.unpin(stray / "ns" / kind)
         namespaces.unmount(stray / "shm")
         ctx.pin_root.remove_pod_dir(stray)

@@ -36,7 +36,7 @@ def dismantle(ctx: PodContext, pod: PodSandbox) -> None:
     """Remove pins, mounts, files and cgroups, including ones made by a run that crashed
     before it could record them (their paths are fixed by the pod's id)."""
     pin_dir = Path(pod.dir) / "ns"
-    for path in {*pod.pins.values(), *(str(pin_dir / kind) for kind in namespaces.KINDS)}:
+    for path in {*pod.pins.values(), *(str(pin_dir / k) for k in namespaces.PINNED_KINDS)}:
         namespaces.unpin(path)
     if pod.shm_path:
         namespaces.unmount(pod.shm_path)

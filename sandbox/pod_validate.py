@@ -6,7 +6,8 @@ import ipaddress
 import re
 
 from runtime.cgroups.manager import normalize
-from sandbox.errors import InvalidArgument, Unimplemented
+from runtime.spec import IdMapping
+from sandbox.errors import InvalidArgument
 from sandbox.pod import NamespaceMode, PodConfig
 
 # RFC 1123 labels joined by dots; sethostname(2) takes at most 64 bytes.
@@ -15,6 +16,9 @@ _HOSTNAME = re.compile(rf"^{_LABEL}(\.{_LABEL})*$")
 _HOSTNAME_MAX = 64
 _SYSCTL_NAME = re.compile(r"^[a-zA-Z0-9_][a-zA-Z0-9_.\-/]*$")
 _PROTOCOLS = ("tcp", "udp", "sctp")
+# kubelet gives every pod with its own user namespace 65536 ids: all an image's files use.
+_MIN_USERNS_IDS = 65536
+_ID_LIMIT = 1 << 32  # ids are 32-bit; (uid_t)-1 is never valid
 
 # Sysctls that belong to a namespace a pod can own (as kubelet and runc classify them).
 _IPC_SYSCTLS = frozenset(
@@ -80,14 +84,62 @@ def _validate_namespaces(config: PodConfig) -> None:
             raise InvalidArgument(f"{where}.{field_name}: mode {mode.name} is not valid for a pod")
     if config.pid is NamespaceMode.TARGET:
         raise InvalidArgument(f"{where}.pid: mode TARGET is only valid for containers")
-    if config.user_namespace is NamespaceMode.POD:
-        raise Unimplemented(
-            f"{where}.userns_options: user namespaces (mode POD with uid/gid mappings) are not "
-            "supported by crisp"
-        )
-    if config.user_namespace is not NamespaceMode.NODE:
+    _validate_user_namespace(config, f"{where}.userns_options")
+
+
+def _validate_user_namespace(config: PodConfig, where: str) -> None:
+    mode = config.user_namespace
+    if mode is NamespaceMode.NODE:
+        if config.uid_mappings or config.gid_mappings:
+            raise InvalidArgument(
+                f"{where}: uids/gids mappings are given but mode is NODE (the node's user "
+                "namespace cannot be mapped); use mode POD"
+            )
+        return
+    if mode is not NamespaceMode.POD:
         raise InvalidArgument(
-            f"{where}.userns_options: mode {config.user_namespace.name} is not valid for a pod"
+            f"{where}: mode {mode.name} is not supported for a pod (only NODE, or POD with "
+            "uids/gids mappings)"
+        )
+    for kind, namespace_mode in (
+        ("network", config.network),
+        ("pid", config.pid),
+        ("ipc", config.ipc),
+    ):
+        if namespace_mode is NamespaceMode.NODE:
+            raise InvalidArgument(
+                f"{where}: a pod with its own user namespace cannot use the node's {kind} "
+                "namespace (hostUsers: false excludes hostNetwork, hostPID and hostIPC)"
+            )
+    for kind, mappings in (("uids", config.uid_mappings), ("gids", config.gid_mappings)):
+        _validate_mappings(mappings, f"{where}.{kind}")
+
+
+def _validate_mappings(mappings: tuple[IdMapping, ...], where: str) -> None:
+    if len(mappings) != 1:
+        raise InvalidArgument(
+            f"{where}: mode POD needs exactly one mapping (kubelet sends one), got {len(mappings)}"
+        )
+    mapping = mappings[0]
+    if mapping.container_id != 0:
+        raise InvalidArgument(
+            f"{where}[0]: container_id must be 0 (root of the pod must be mapped), got "
+            f"{mapping.container_id}"
+        )
+    if mapping.size < _MIN_USERNS_IDS:
+        raise InvalidArgument(
+            f"{where}[0]: length {mapping.size} is too short: at least {_MIN_USERNS_IDS} ids "
+            "(0-65535, the ids an image's files may use) must be mapped"
+        )
+    if mapping.host_id == 0:
+        raise InvalidArgument(
+            f"{where}[0]: host_id 0 would make root of the pod the node's root; map it to "
+            "an unprivileged range"
+        )
+    if mapping.host_id + mapping.size >= _ID_LIMIT:
+        raise InvalidArgument(
+            f"{where}[0]: host ids {mapping.host_id}-{mapping.host_id + mapping.size - 1} go "
+            f"beyond the largest id {_ID_LIMIT - 2}"
         )
 
 

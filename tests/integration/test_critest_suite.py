@@ -24,6 +24,9 @@ _SUMMARY = re.compile(r"^(\d+) passed, (\d+) failed, (\d+) skipped$")
 def test_critest_passes_against_crisp(pod_network: PodNetwork, cgroup_parent: str) -> None:
     # Short: every container's monitor socket lies below the run dir (sun_path: 107 bytes).
     base = Path(tempfile.mkdtemp(prefix="cs", dir="/tmp"))
+    # Passable by all (mkdtemp makes it 0700): root of a pod's user namespace is an ordinary
+    # user on the host and must reach its rootfs below it, or crisp turns user namespaces off.
+    base.chmod(0o711)
     try:
         paths = DaemonPaths(base)
         write_config(paths)

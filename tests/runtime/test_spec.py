@@ -94,6 +94,34 @@ def test_bad_fields_are_named(changes: dict[str, Any], message: str) -> None:
         parse(spec_with(**changes))
 
 
+def test_idmapped_mounts_need_a_joined_user_namespace_with_the_same_mappings() -> None:
+    mapping = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+    other = [{"containerID": 0, "hostID": 300000, "size": 65536}]
+    bind = {"destination": "/v", "type": "bind", "source": "/tmp", "options": ["rbind", "idmap"]}
+    joined = {
+        "linux.namespaces": [{"type": "mount"}, {"type": "user", "path": "/proc/1/ns/user"}],
+        "linux.uidMappings": mapping,
+        "linux.gidMappings": mapping,
+        "hostname": None,
+    }
+    spec = parse(spec_with(mounts=[bind], **joined))
+    assert spec.linux.namespace("user") is not None
+    assert parse(
+        spec_with(mounts=[{**bind, "uidMappings": mapping, "gidMappings": mapping}], **joined)
+    )
+    bad: list[tuple[dict[str, Any], str]] = [
+        ({"mounts": [bind], "hostname": None}, "needs a joined user namespace"),
+        (
+            {"mounts": [{**bind, "uidMappings": other, "gidMappings": other}], **joined},
+            "other than",
+        ),
+        ({"mounts": [{**bind, "type": "tmpfs", "options": ["idmap"]}], **joined}, "only bind"),
+    ]
+    for changes, message in bad:
+        with pytest.raises(SpecError, match=message):
+            parse(spec_with(**changes))
+
+
 def test_load_reports_missing_and_malformed_files(tmp_path: Path) -> None:
     with pytest.raises(SpecError, match=r"config\.json does not exist"):
         load(tmp_path)
@@ -131,6 +159,8 @@ def test_mount_options_become_flags_propagation_and_data() -> None:
     assert options.data == "mode=755"
     recursive = mountopts.parse(["rbind", "rro", "rnosuid"], "m")
     assert recursive.recursive_set == sc.MOUNT_ATTR_RDONLY | sc.MOUNT_ATTR_NOSUID
-    for unsupported in ("idmap", "tmpcopyup", "ratime"):
+    assert mountopts.parse(["rbind", "ridmap"], "m").idmap_recursive
+    assert not mountopts.parse(["bind", "idmap"], "m").idmap_recursive
+    for unsupported in ("tmpcopyup", "ratime"):
         with pytest.raises(ValueError, match=f"mount option '{unsupported}' is not supported"):
             mountopts.parse([unsupported], "m")

@@ -151,3 +151,81 @@ def test_unshare_invalid_flag_reports_einval() -> None:
         syscalls.unshare(0x1)  # CSIGNAL bits are not a namespace
     assert info.value.errno == errno.EINVAL
     assert "unshare(0x1)" in str(info.value)
+
+
+def test_fork_single_threaded_skips_the_interpreters_fork_hooks() -> None:
+    out = check(
+        """
+        import os
+        from runtime import syscalls
+        hooks = []
+        os.register_at_fork(before=lambda: hooks.append("before"),
+                            after_in_child=lambda: hooks.append("child"))
+        parent = os.getpid()
+        pid = syscalls.fork_single_threaded()
+        if pid == 0:
+            # The child runs Python as usual, with none of the hooks having run.
+            os._exit(0 if hooks == [] and os.getppid() == parent else 3)
+        _, status = os.waitpid(pid, 0)
+        print(os.waitstatus_to_exitcode(status), hooks)
+        """
+    )
+    assert out.strip() == "0 []"
+
+
+def test_memory_merge_is_inherited_by_children() -> None:
+    out = check(
+        """
+        import errno, os
+        from runtime import syscalls
+        try:
+            syscalls.set_memory_merge()
+        except OSError as exc:
+            assert exc.errno == errno.EINVAL and "PR_SET_MEMORY_MERGE" in str(exc)
+            print("kernel before 6.4")
+            raise SystemExit(0)
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0 if syscalls.get_memory_merge() else 3)
+        _, status = os.waitpid(pid, 0)
+        syscalls.set_memory_merge(False)
+        print(os.waitstatus_to_exitcode(status), syscalls.get_memory_merge())
+        """
+    )
+    assert out.strip() in ("0 False", "kernel before 6.4")
+
+
+@needs_root
+def test_idmapped_bind_shows_owners_through_a_user_namespace(tmp_path: Path) -> None:
+    source, target = tmp_path / "source", tmp_path / "target"
+    source.mkdir()
+    target.mkdir()
+    (source / "file").touch()
+    os.chown(source / "file", 7, 7)
+    out = check(
+        f"""
+        import os, subprocess, time
+        from runtime import idmap, syscalls
+        syscalls.unshare(syscalls.CLONE_NEWNS)
+        syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_PRIVATE)
+        holder = subprocess.Popen(["unshare", "--user", "sleep", "60"])
+        try:
+            ns = f"/proc/{{holder.pid}}/ns/user"
+            while os.readlink(ns) == os.readlink("/proc/self/ns/user"):
+                time.sleep(0.01)
+            for name in ("uid_map", "gid_map"):
+                open(f"/proc/{{holder.pid}}/{{name}}", "w").write("0 100000 65536\\n")
+            idmap.bind({str(source)!r}, {str(target)!r}, ns)
+            info = os.stat({str(target / "file")!r})
+            print(info.st_uid, info.st_gid)
+            try:
+                syscalls.move_mount(syscalls.open_tree({str(source)!r}), "/nonexistent/x")
+            except FileNotFoundError as e:
+                print("move_mount" in str(e))
+        finally:
+            holder.kill()
+            holder.wait()
+        """
+    )
+    assert out.split() == ["100007", "100007", "True"]
+    assert os.listdir(target) == [], "the mount stayed in the child's mount namespace"

@@ -6,7 +6,16 @@ import json
 
 from cri import pod_messages
 from criapi import api_pb2 as pb
-from sandbox.pod import NOTREADY, READY, NamespaceMode, PodSandbox, PortMapping, Resources
+from runtime.spec import IdMapping
+from sandbox.pod import (
+    NOTREADY,
+    READY,
+    NamespaceMode,
+    PodConfig,
+    PodSandbox,
+    PortMapping,
+    Resources,
+)
 from sandbox.pod_list import ListedPod, PodFilter
 from sandbox.pod_status import PodStatus
 
@@ -66,7 +75,11 @@ def test_user_namespace_mode_is_carried() -> None:
     message = full_config()
     options = message.linux.security_context.namespace_options
     options.userns_options.mode = pb.POD
-    assert pod_messages.pod_config(message).user_namespace is NamespaceMode.POD
+    options.userns_options.uids.append(pb.IDMapping(container_id=0, host_id=7, length=9))
+    config = pod_messages.pod_config(message)
+    assert config.user_namespace is NamespaceMode.POD
+    assert config.uid_mappings == (IdMapping(0, 7, 9),) and config.gid_mappings == ()
+    assert PodConfig.from_doc(json.loads(json.dumps(config.to_doc()))) == config
 
 
 def test_filter() -> None:

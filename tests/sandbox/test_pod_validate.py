@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from sandbox.errors import InvalidArgument, Unimplemented
+from runtime.spec import IdMapping
+from sandbox.errors import InvalidArgument
 from sandbox.pod import DNSSettings, NamespaceMode, PodConfig, PodMetadata, PortMapping
 from sandbox.pod_validate import sysctl_namespace, validate
 
@@ -76,8 +77,27 @@ def test_namespace_modes() -> None:
         validate(config(network=NamespaceMode.CONTAINER))
     with pytest.raises(InvalidArgument, match="pid: mode TARGET"):
         validate(config(pid=NamespaceMode.TARGET))
-    with pytest.raises(Unimplemented, match="user namespaces"):
-        validate(config(user_namespace=NamespaceMode.POD))
+
+
+def test_user_namespace_mappings() -> None:
+    ids = (IdMapping(0, 200000, 65536),)
+    validate(config(user_namespace=NamespaceMode.POD, uid_mappings=ids, gid_mappings=ids))
+    longer = (IdMapping(0, 1000, 100000),)  # what upstream critest sends
+    validate(config(user_namespace=NamespaceMode.POD, uid_mappings=longer, gid_mappings=longer))
+    bad: list[tuple[dict[str, Any], str]] = [
+        ({"user_namespace": NamespaceMode.NODE, "uid_mappings": ids}, "mode is NODE"),
+        ({"user_namespace": NamespaceMode.CONTAINER}, "mode CONTAINER is not supported"),
+        ({"uid_mappings": ids}, "gids: mode POD needs exactly one mapping"),
+        ({"uid_mappings": ids * 2, "gid_mappings": ids}, "uids: mode POD needs exactly one"),
+        ({"uid_mappings": (IdMapping(1, 200000, 65536),), "gid_mappings": ids}, "container_id"),
+        ({"uid_mappings": (IdMapping(0, 200000, 4096),), "gid_mappings": ids}, "too short"),
+        ({"uid_mappings": (IdMapping(0, 0, 65536),), "gid_mappings": ids}, "node's root"),
+        ({"uid_mappings": (IdMapping(0, 2**32 - 10, 65536),), "gid_mappings": ids}, "beyond"),
+        ({"uid_mappings": ids, "gid_mappings": ids, "pid": NamespaceMode.NODE}, "node's pid"),
+    ]
+    for fields, words in bad:
+        with pytest.raises(InvalidArgument, match=words):
+            validate(config(**{"user_namespace": NamespaceMode.POD, **fields}))
 
 
 def test_dns_entries() -> None:
