@@ -107,7 +107,10 @@ class RuntimeHandlerConfig:
         metadata=_doc("embedded: crisp's own runtime; oci: an external runc-compatible binary."),
     )
     path: str = field(default="", metadata=_doc("Binary of an external OCI runtime."))
-    root: str = field(default="", metadata=_doc("State root passed to the external runtime."))
+    root: str = field(
+        default="",
+        metadata=_doc("State root passed to the external runtime; empty: run_dir/runtime-NAME."),
+    )
 
 
 @dataclass
@@ -123,6 +126,18 @@ class RuntimeConfig:
     handlers: dict[str, RuntimeHandlerConfig] = field(
         default_factory=lambda: {"crisp": RuntimeHandlerConfig(kind="embedded")},
         metadata=_doc("Runtime handlers by name ([runtime.handlers.NAME] tables)."),
+    )
+
+
+@dataclass
+class ContainersConfig:
+    log_size_max: int = field(
+        default=-1,
+        metadata=_doc(
+            "Largest size of a container's log file in bytes, -1 for no limit (kubelet "
+            "rotates logs itself); at the limit the file starts over empty (as CRI-O's). "
+            "At least 8192."
+        ),
     )
 
 
@@ -177,6 +192,7 @@ class Config:
     streaming: StreamingConfig = field(default_factory=StreamingConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    containers: ContainersConfig = field(default_factory=ContainersConfig)
     images: ImagesConfig = field(default_factory=ImagesConfig)
     registries: dict[str, RegistryConfig] = field(
         default_factory=dict,
@@ -185,6 +201,7 @@ class Config:
 
 
 MIN_MESSAGE_BYTES = 16 * 1024 * 1024
+MIN_LOG_SIZE = 8192  # CRI-O's floor too: a log capped lower would hold a record or two
 
 
 # --- loading -----------------------------------------------------------------------------
@@ -367,6 +384,12 @@ def validate(config: Config) -> None:
     for name, handler in config.runtime.handlers.items():
         if handler.kind == "oci" and not handler.path:
             raise ConfigError(f"key 'runtime.handlers.{name}.path': required for kind 'oci'")
+    log_size_max = config.containers.log_size_max
+    if log_size_max != -1 and log_size_max < MIN_LOG_SIZE:
+        raise ConfigError(
+            f"key 'containers.log_size_max': must be -1 (no limit) or at least {MIN_LOG_SIZE}, "
+            f"got {log_size_max}"
+        )
     if config.images.max_concurrent_downloads < 1:
         raise ConfigError("key 'images.max_concurrent_downloads': must be at least 1")
     if config.images.pull_progress_timeout < 1:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 
+from cri import pod_messages
 from criapi import api_pb2 as pb
 from sandbox.container_config import (
     ContainerRequest,
@@ -18,6 +19,7 @@ from sandbox.container_config import (
     Resources,
     SecurityContext,
     SecurityProfile,
+    UserNamespaceRequest,
 )
 from sandbox.container_events import EventType
 from sandbox.container_list import ContainerFilter, ListedContainer
@@ -106,6 +108,18 @@ def resources(r: pb.LinuxContainerResources) -> Resources:
     )
 
 
+def _user_namespace(options: pb.NamespaceOption) -> UserNamespaceRequest | None:
+    if not options.HasField("userns_options"):
+        return None
+    userns = options.userns_options
+    return UserNamespaceRequest(
+        # An unknown enum number (a newer kubelet) reads as TARGET, which is refused.
+        mode=_MODES.get(userns.mode, NamespaceMode.TARGET),
+        uid_mappings=pod_messages.id_mappings(userns.uids),
+        gid_mappings=pod_messages.id_mappings(userns.gids),
+    )
+
+
 def _security(s: pb.LinuxContainerSecurityContext) -> SecurityContext:
     options = s.namespace_options
     return SecurityContext(
@@ -118,6 +132,7 @@ def _security(s: pb.LinuxContainerSecurityContext) -> SecurityContext:
             pid=_MODES.get(options.pid, NamespaceMode.TARGET),
             ipc=_MODES.get(options.ipc, NamespaceMode.POD),
             target_id=options.target_id,
+            user=_user_namespace(options),
         ),
         run_as_user=s.run_as_user.value if s.HasField("run_as_user") else None,
         run_as_group=s.run_as_group.value if s.HasField("run_as_group") else None,
@@ -250,6 +265,8 @@ def container_status(container: Container, observed: Observed) -> pb.ContainerSt
                 recursive_read_only=m.recursive_read_only,
                 selinux_relabel=m.selinux_relabel,
                 propagation=_PROPAGATION_VALUES[m.propagation],
+                image=pb.ImageSpec(image=m.image) if m.image else None,
+                image_sub_path=m.image_sub_path,
             )
             for m in container.mount_requests()
         ],

@@ -20,7 +20,13 @@ from cni.network import NetworkManager
 from cri.config import Config, redacted
 from cri.endpoint import LockFile, StartupError, prepare_socket_path
 from cri.image_service import ImageService
-from cri.metrics import ImagePullCollector, MetricsServer, create_metrics
+from cri.metrics import (
+    ContainerCensus,
+    ContainerCollector,
+    ImagePullCollector,
+    MetricsServer,
+    create_metrics,
+)
 from cri.runtime_service import RuntimeService
 from cri.server import CriServer
 from cri.state import StateDB, StateError
@@ -32,9 +38,13 @@ from imagesvc.manager import ImageManager
 from imagesvc.pull import PullOptions
 from imagesvc.registry import ClientOptions
 from runtime.container import Runtime
+from runtime.external import ExternalRuntime
+from runtime.handler import ContainerRuntime
 from runtime.zygote import Zygote
-from sandbox import pod_cgroups
+from sandbox import pod_cgroups, userns_support
 from sandbox.container_context import ContainerSettings
+from sandbox.container_list import ContainerFilter
+from sandbox.container_status import OOM_KILLED
 from sandbox.containers import ContainerService
 from sandbox.network import open_pod_network
 from sandbox.node import Node, RuntimeHandler
@@ -110,6 +120,7 @@ class Daemon:
                     f"metrics.address {config.metrics.address}: cannot listen: {e.strerror}"
                 ) from e
 
+        userns = self._user_namespace_support(config)
         handlers = [
             RuntimeHandler(
                 name=name,
@@ -117,6 +128,7 @@ class Daemon:
                 path=h.path,
                 # The embedded runtime applies "rro" with mount_setattr (Linux 5.12+).
                 recursive_read_only_mounts=h.kind == "embedded",
+                user_namespaces=h.kind == "embedded" and userns,
             )
             for name, h in sorted(config.runtime.handlers.items())
         ]
@@ -166,6 +178,7 @@ class Daemon:
             streaming=self._streaming,
         )
         metrics.registry.register(ImagePullCollector(images.stats))
+        metrics.registry.register(ContainerCollector(self._container_census))
         image_service = ImageService(images)
         self._servers.append(
             CriServer(
@@ -197,6 +210,15 @@ class Daemon:
             self.metrics_address or "disabled",
         )
 
+    def _user_namespace_support(self, config: Config) -> bool:
+        """Whether the embedded runtime can run pods in user namespaces here (probed)."""
+        if not any(h.kind == "embedded" for h in config.runtime.handlers.values()):
+            return False
+        problem = userns_support.problem(self.zygote, Path(config.root_dir) / "containers")
+        if problem is not None:
+            log.warning("pods with their own user namespace are not supported: %s", problem)
+        return problem is None
+
     def _open_pods(self, config: Config, node: Node, network: NetworkManager) -> PodService:
         assert self._db is not None
         settings = PodSettings(
@@ -218,14 +240,47 @@ class Daemon:
             log_dir=Path(config.log_dir),
             cgroup_parent=config.cgroup.parent,
         )
-        # A short name: each monitor's socket lies below it, and sun_path holds 107 bytes.
-        runtime = Runtime(Path(config.run_dir) / "c", self.zygote)
         containers = ContainerService(
-            self._db, runtime, images, pods, settings, pod_cgroups.managers()
+            self._db,
+            self._runtimes(config),
+            config.runtime.default_handler,
+            images,
+            pods,
+            settings,
+            pod_cgroups.managers(),
         )
         containers.reconcile()
         pods.attach_containers(containers)
         return containers
+
+    def _runtimes(self, config: Config) -> dict[str, ContainerRuntime]:
+        """One runtime per handler. All keep their containers' monitor state in one short
+        directory (each monitor's socket lies below it, and sun_path holds 107 bytes)."""
+        run = Path(config.run_dir)
+        runtimes: dict[str, ContainerRuntime] = {}
+        for name, handler in config.runtime.handlers.items():
+            if handler.kind == "embedded":
+                runtimes[name] = Runtime(
+                    run / "c", self.zygote, max_log_size=config.containers.log_size_max
+                )
+            else:
+                runtimes[name] = ExternalRuntime(
+                    name,
+                    Path(handler.path),
+                    Path(handler.root) if handler.root else run / f"runtime-{name}",
+                    run / "c",
+                    self.zygote,
+                    max_log_size=config.containers.log_size_max,
+                )
+        return runtimes
+
+    def _container_census(self) -> list[ContainerCensus]:
+        if self._containers is None:
+            return []
+        return [
+            ContainerCensus(listed.observed.state, listed.observed.reason == OOM_KILLED)
+            for listed in self._containers.list(ContainerFilter())
+        ]
 
     def _layers_in_use(self) -> list[Digest]:
         """Image layers under containers' overlays: image garbage collection keeps them."""

@@ -125,12 +125,29 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
     def PodSandboxStatus(
         self, request: pb.PodSandboxStatusRequest, context: grpc.ServicerContext
     ) -> pb.PodSandboxStatusResponse:
+        # Taken first: kubelet's evented PLEG keeps whichever of this answer and a container
+        # event is newer, so the statuses below must be at least as fresh as the timestamp.
+        timestamp = time.time_ns()
         status = self._pods.status(request.pod_sandbox_id, request.verbose)
+        # Always filled (as CRI-O with pod events on): with evented PLEG kubelet reads the
+        # pod's containers from here instead of listing them.
+        containers = [
+            container_messages.container_status(s.container, s.observed)
+            for s in self._containers.pod_statuses(status.pod.id)  # the full id, not a prefix
+        ]
         return pb.PodSandboxStatusResponse(
             status=pod_messages.pod_status(status),
             info=pod_messages.status_info(status),
-            timestamp=time.time_ns(),
+            containers_statuses=containers,
+            timestamp=timestamp,
         )
+
+    def UpdatePodSandboxResources(
+        self, request: pb.UpdatePodSandboxResourcesRequest, context: grpc.ServicerContext
+    ) -> pb.UpdatePodSandboxResourcesResponse:
+        overhead, resources = pod_messages.update_request(request)
+        self._pods.update_resources(request.pod_sandbox_id, overhead, resources)
+        return pb.UpdatePodSandboxResourcesResponse()
 
     def ListPodSandbox(
         self, request: pb.ListPodSandboxRequest, context: grpc.ServicerContext

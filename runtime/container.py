@@ -26,9 +26,9 @@ from typing import Any
 
 from runtime import control, init, seccomp
 from runtime.cgroups import CgroupError, LinuxResources, new_manager
-from runtime.crilog import DEFAULT_MAX_LINE
+from runtime.crilog import DEFAULT_MAX_LINE, UNLIMITED
 from runtime.procfs import start_time
-from runtime.spec import IdMapping, Process, Spec, SpecError, load, process_to_oci
+from runtime.spec import Process, Spec, SpecError, id_map_text, load, process_to_oci
 from runtime.statedir import ExitRecord, StateDir, read_json, write_json
 from runtime.zygote import Zygote, ZygoteError
 
@@ -94,23 +94,32 @@ def _readable(fd: int, timeout: float | None) -> bool:
     return bool(poller.poll(None if timeout is None else timeout * 1000))
 
 
-def _id_map(mappings: tuple[IdMapping, ...]) -> str:
-    return "".join(f"{m.container_id} {m.host_id} {m.size}\n" for m in mappings)
-
-
 class Runtime:
     def __init__(
-        self, state_root: Path, zygote: Zygote, max_log_line: int = DEFAULT_MAX_LINE
+        self,
+        state_root: Path,
+        zygote: Zygote | None,
+        max_log_line: int = DEFAULT_MAX_LINE,
+        max_log_size: int = UNLIMITED,
     ) -> None:
+        """Without a `zygote` the runtime can query, signal and delete containers but not
+        create them or exec in them (a short-lived caller need not fork a fork server).
+        `max_log_size` caps each container's log file (see runtime.crilog)."""
         self.state_root = state_root
         self.zygote = zygote
         self.max_log_line = max_log_line
+        self.max_log_size = max_log_size
         state_root.mkdir(mode=0o700, parents=True, exist_ok=True)
 
     def _dir(self, container_id: str) -> StateDir:
         if not _ID.match(container_id):
             raise ContainerNotFoundError(f"container {container_id!r}: invalid id")
         return StateDir(self.state_root / container_id)
+
+    def _fork_server(self) -> Zygote:
+        if self.zygote is None:
+            raise ContainerError("this runtime was opened without a fork server")
+        return self.zygote
 
     def _record(self, container_id: str) -> tuple[StateDir, dict[str, Any]]:
         state = self._dir(container_id)
@@ -132,10 +141,18 @@ class Runtime:
         log_path: Path | None = None,
         stdin: bool = False,
         stdin_once: bool = False,
+        stdio: tuple[int, int, int] | None = None,
+        console_socket: int | None = None,
     ) -> ContainerState:
         """Set the container up from `bundle`/config.json and leave its process blocked
         before execve. Raises SpecError for a bad bundle, ContainerExistsError, or
-        ContainerError; on any failure nothing of the container remains."""
+        ContainerError; on any failure nothing of the container remains.
+
+        By default the monitor holds the process's stdio and logs it. `stdio` instead
+        hands the process these fds as they are (nothing is logged or attachable), and
+        `console_socket`, a connected unix socket, receives the pty master of a
+        process.terminal container (SCM_RIGHTS) in place of the monitor: both serve
+        callers that own the container's I/O themselves, as runc's do."""
         if not _ID.match(container_id):
             raise SpecError(
                 f"invalid container id {container_id!r}: letters, digits, '_', '.', '-' "
@@ -145,6 +162,8 @@ class Runtime:
         spec = load(bundle)
         if spec.process is None:
             raise SpecError(f"{bundle}/config.json: process is required to create a container")
+        if console_socket is not None and not spec.process.terminal:
+            raise SpecError("process.terminal is false: no pty to send to the console socket")
         _seccomp_program(spec)  # a bad profile fails here, before anything exists
         if not spec.rootfs(bundle).is_dir():
             raise SpecError(f"root.path {spec.rootfs(bundle)} is not a directory")
@@ -167,7 +186,9 @@ class Runtime:
         }
         try:
             write_json(state.record, record)
-            record.update(self._spawn_monitor(state, record, spec, stdin, stdin_once))
+            record.update(
+                self._spawn_monitor(state, record, spec, (stdin, stdin_once), stdio, console_socket)
+            )
             write_json(state.record, record)
         except BaseException:
             self._remove(state, record, kill=False)
@@ -175,7 +196,13 @@ class Runtime:
         return self.state(container_id)
 
     def _spawn_monitor(
-        self, state: StateDir, record: dict[str, Any], spec: Spec, stdin: bool, stdin_once: bool
+        self,
+        state: StateDir,
+        record: dict[str, Any],
+        spec: Spec,
+        stdin_flags: tuple[bool, bool],
+        stdio: tuple[int, int, int] | None,
+        console_socket: int | None,
     ) -> dict[str, Any]:
         assert spec.process is not None
         pid_ns = spec.linux.namespace("pid")
@@ -185,21 +212,38 @@ class Runtime:
         args = {
             "terminal": spec.process.terminal,
             "pid_namespace": pid_namespace,
-            "uid_map": _id_map(spec.linux.uid_mappings),
-            "gid_map": _id_map(spec.linux.gid_mappings),
+            "uid_map": id_map_text(spec.linux.uid_mappings),
+            "gid_map": id_map_text(spec.linux.gid_mappings),
             "bundle": record["bundle"],
             "state_dir": str(state.path),
             "cgroups_path": record["cgroups_path"],
             "log_path": record["log_path"],
             "max_line": self.max_log_line,
-            "stdin": stdin,
-            "stdin_once": stdin_once,
+            "max_log_size": self.max_log_size,
+            "stdin": stdin_flags[0],
+            "stdin_once": stdin_flags[1],
             "seccomp_bpf": _seccomp_program(spec),
+            # The fds after the answer pipe: the process's own stdio, then the socket.
+            "inherit_stdio": stdio is not None,
+            "console_socket": console_socket is not None,
         }
+        extra_fds = [*(stdio or ()), *(() if console_socket is None else (console_socket,))]
+        return self._launch_monitor(state, record, "monitor", args, extra_fds)
+
+    def _launch_monitor(
+        self,
+        state: StateDir,
+        record: dict[str, Any],
+        entry: str,
+        args: dict[str, Any],
+        extra_fds: builtins.list[int],
+    ) -> dict[str, Any]:
+        """Spawn the monitor (zygote entry point `entry`) and wait for its answer; records
+        its pid and start time in `record` and returns the container init's pid."""
         read_end, write_end = os.pipe()
         try:
             try:
-                monitor = self.zygote.spawn("monitor", args, [write_end])
+                monitor = self._fork_server().spawn(entry, args, [write_end, *extra_fds])
             finally:
                 os.close(write_end)
             record["monitor_pid"] = monitor
@@ -221,6 +265,15 @@ class Runtime:
         if "error" in reply:
             raise ContainerError(f"container {record['id']}: {reply['error']}")
         return {"pid": int(reply["pid"])}
+
+    def problem(self) -> str | None:
+        """Why containers cannot be created now, or None (the embedded runtime always can)."""
+        return None
+
+    def close(self) -> None:
+        """The daemon stops. The state root is volatile: no empty directory stays behind."""
+        with contextlib.suppress(OSError):
+            self.state_root.rmdir()
 
     # --- queries ----------------------------------------------------------------------
 
@@ -309,6 +362,14 @@ class Runtime:
         except control.ControlError as exc:
             raise ContainerError(f"container {container_id}: {exc}") from None
 
+    def processes(self, container_id: str) -> builtins.list[int]:
+        """Host pids of every process in the container's cgroup (none once it is gone)."""
+        _, record = self._record(container_id)
+        try:
+            return new_manager(record["cgroups_path"]).pids()
+        except (CgroupError, OSError):
+            return []
+
     def update(self, container_id: str, resources: LinuxResources) -> None:
         _, record = self._record(container_id)
         try:
@@ -341,6 +402,33 @@ class Runtime:
         all three with process.terminal) and return its exit code (128 + signal number if
         a signal ended it). After `timeout` seconds it is killed and ExecTimeoutError
         raised; a process that cannot be executed raises ContainerError."""
+        report = self._spawn_exec(container_id, process, (stdin, stdout, stderr))
+        try:
+            return self._exec_result(container_id, report, timeout, cancel)
+        finally:
+            os.close(report)
+
+    def exec_detached(
+        self,
+        container_id: str,
+        process: Process,
+        *,
+        stdin: int | None = None,
+        stdout: int | None = None,
+        stderr: int | None = None,
+    ) -> int:
+        """Start `process` as `exec` does, but return its host pid as soon as it has
+        executed and leave it running; its helper still reaps it."""
+        report = self._spawn_exec(container_id, process, (stdin, stdout, stderr))
+        try:
+            return self._exec_started(container_id, report)
+        finally:
+            os.close(report)
+
+    def _spawn_exec(
+        self, container_id: str, process: Process, stdio_fds: tuple[int | None, ...]
+    ) -> int:
+        """Spawn the exec helper; returns the read end of its report pipe."""
         _, record = self._record(container_id)
         current = self.state(container_id)
         if current.status is not Status.RUNNING:
@@ -356,20 +444,47 @@ class Runtime:
             "cgroups_path": record["cgroups_path"],
             "seccomp_bpf": bpf,
         }
+        return self._spawn_exec_helper(container_id, "exec", args, stdio_fds)
+
+    def _spawn_exec_helper(
+        self,
+        container_id: str,
+        entry: str,
+        args: dict[str, Any],
+        stdio_fds: tuple[int | None, ...],
+    ) -> int:
+        """Spawn the exec helper (zygote entry point `entry`) with the process's stdio
+        (/dev/null for those left out); returns the read end of its report pipe."""
         null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
         read_end, write_end = os.pipe()
+        stdio = [null if fd is None else fd for fd in stdio_fds]
         try:
-            stdio = [null if fd is None else fd for fd in (stdin, stdout, stderr)]
-            try:
-                self.zygote.spawn("exec", args, [*stdio, write_end])
-            except ZygoteError as exc:
-                raise ContainerError(f"container {container_id}: exec: {exc}") from None
-            finally:
-                os.close(write_end)
-                os.close(null)
-            return self._exec_result(container_id, read_end, timeout, cancel)
-        finally:
+            self._fork_server().spawn(entry, args, [*stdio, write_end])
+        except (ZygoteError, ContainerError) as exc:
             os.close(read_end)
+            raise ContainerError(f"container {container_id}: exec: {exc}") from None
+        finally:
+            os.close(write_end)
+            os.close(null)
+        return read_end
+
+    def _exec_started(self, container_id: str, report: int) -> int:
+        buffer = b""
+        pid = 0
+        while True:
+            chunk = os.read(report, 1 << 16)
+            if not chunk:
+                raise ContainerError(f"container {container_id}: exec helper exited unexpectedly")
+            buffer += chunk
+            while b"\n" in buffer:
+                line, buffer = buffer.split(b"\n", 1)
+                message = json.loads(line)
+                if "error" in message:
+                    raise ContainerError(f"container {container_id}: exec: {message['error']}")
+                if "pid" in message:
+                    pid = int(message["pid"])
+                else:  # started (or, for a very short process, already exited)
+                    return pid
 
     def _exec_result(
         self,
@@ -387,6 +502,8 @@ class Runtime:
                 message = json.loads(line)
                 if "pid" in message:
                     pid = int(message["pid"])
+                elif "started" in message:
+                    continue
                 elif "error" in message:
                     raise ContainerError(f"container {container_id}: exec: {message['error']}")
                 else:

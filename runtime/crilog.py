@@ -5,15 +5,23 @@
 F closes a line; P is a piece of a line longer than `max_line` bytes, continued by the
 next record of the same stream. Output still unterminated when its stream closes is
 written as F, as containerd does.
+
+With a size cap the file never grows beyond it: when the next record would not fit, the
+file starts over empty (as CRI-O's conmon does with log_size_max), so the newest output
+stays readable. The cap falls between whole records, so the file remains valid CRI log.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
 
 DEFAULT_MAX_LINE = 16 * 1024
+UNLIMITED = -1
+# Bytes of a record besides its content: "<30-byte timestamp> stdout P " and the newline.
+RECORD_OVERHEAD = 30 + len(" stdout P ") + 1
 
 
 def timestamp(ns: int) -> str:
@@ -26,25 +34,61 @@ class CriLog:
     """Appends records to `path` (or drops them when `path` is None). The monitor owns the
     only writer, so records never interleave; every record is one write(2)."""
 
-    def __init__(self, path: Path | None, max_line: int = DEFAULT_MAX_LINE) -> None:
+    def __init__(
+        self, path: Path | None, max_line: int = DEFAULT_MAX_LINE, max_size: int = UNLIMITED
+    ) -> None:
         if max_line < 1:
             raise ValueError(f"max log line size must be positive, got {max_line}")
+        if max_size != UNLIMITED and max_size <= RECORD_OVERHEAD:
+            raise ValueError(
+                f"max log size must be {UNLIMITED} (unlimited) or more than {RECORD_OVERHEAD} "
+                f"bytes, got {max_size}"
+            )
         self.path = path
-        self.max_line = max_line
+        self.max_size = max_size
+        # Under a cap every record must fit the file, so long lines are cut shorter.
+        self.max_line = (
+            max_line if max_size == UNLIMITED else min(max_line, max_size - RECORD_OVERHEAD)
+        )
         self._partial: dict[str, bytes] = {"stdout": b"", "stderr": b""}
+        self._size = 0  # of the file the writer appends to
         self._fd = self._open()
 
     def _open(self) -> int | None:
         if self.path is None:
             return None
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
-        return os.open(self.path, flags, 0o640)
+        fd = os.open(self.path, flags, 0o640)
+        self._size = os.fstat(fd).st_size
+        return fd
+
+    def _start_over(self) -> None:
+        """Replace the full file by an empty one. A new file (not a truncated one) is
+        renamed into place, so that a reader following the old file sees it rotated."""
+        assert self.path is not None and self._fd is not None
+        fresh = self.path.with_name(self.path.name + ".tmp")
+        fd = os.open(
+            fresh, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640
+        )
+        try:
+            os.rename(fresh, self.path)
+        except OSError:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(fresh)
+            raise
+        os.close(self._fd)
+        self._fd = fd
+        self._size = 0
 
     def _record(self, stream: str, tag: str, content: bytes) -> None:
         if self._fd is None:
             return
         head = f"{timestamp(time.time_ns())} {stream} {tag} ".encode()
-        os.write(self._fd, head + content + b"\n")
+        record = head + content + b"\n"
+        if self.max_size != UNLIMITED and self._size + len(record) > self.max_size:
+            self._start_over()
+        self._size += os.write(self._fd, record)
 
     def write(self, stream: str, data: bytes) -> None:
         """Add output of `stream` ("stdout" or "stderr")."""

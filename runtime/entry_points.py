@@ -3,6 +3,6 @@ fork server can only run functions registered in it when it forked from the daem
 
 from __future__ import annotations
 
-from runtime import exec_process, monitor, namespaces
+from runtime import exec_process, monitor, namespaces, oci_exec, oci_monitor
 
-__all__ = ["exec_process", "monitor", "namespaces"]
+__all__ = ["exec_process", "monitor", "namespaces", "oci_exec", "oci_monitor"]

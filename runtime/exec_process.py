@@ -3,8 +3,9 @@
 The spawned helper joins the container's cgroup and namespaces (those of its init, found
 by pid and checked by start time so a recycled pid is never entered), forks the process
 into the pid namespace, and waits for it, so no zombie is left behind. It reports on a
-pipe, one JSON object per line: {"pid": …} once the process runs, then {"exit_code": …}
-or {"error": …} (the process could not be executed, e.g. no such executable).
+pipe, one JSON object per line: {"pid": …} once the process is forked, {"started": true}
+once it has executed, then {"exit_code": …}; or {"error": …} in place of the last two (the
+process could not be executed, e.g. no such executable).
 """
 
 from __future__ import annotations
@@ -45,7 +46,9 @@ class ExecError(Exception):
 
 
 def _report(fd: int, **message: Any) -> None:
-    os.write(fd, json.dumps(message).encode() + b"\n")
+    # A detached caller stops reading once the process has started.
+    with contextlib.suppress(BrokenPipeError):
+        os.write(fd, json.dumps(message).encode() + b"\n")
 
 
 def _open_namespaces(pid: int, started: int) -> list[tuple[int, int]]:
@@ -175,12 +178,16 @@ def main(args: dict[str, Any], fds: list[int]) -> int:
         for fd in {stdin, stdout, stderr} - {stdin if console else -1}:
             os.close(fd)
         _report(report, pid=child)
+        # End-of-file means execve happened. Until then the process writes nothing to its
+        # terminal, so the relay can start afterwards.
+        with os.fdopen(errors_r, "rb") as errors:
+            error = errors.read().decode(errors="replace")
+        if not error:
+            _report(report, started=True)
         if console is not None:
             status = console.relay_until_exit(child)
             os.close(stdin)
-        with os.fdopen(errors_r, "rb") as errors:
-            error = errors.read().decode(errors="replace")  # end-of-file: execve happened
-        if console is None:
+        else:
             _, status = os.waitpid(child, 0)
     except Exception as exc:
         _report(report, error=str(exc) or type(exc).__name__)

@@ -25,13 +25,14 @@ import socket
 import struct
 import termios
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from runtime import control, init
 from runtime import syscalls as sc
 from runtime.cgroups import CgroupError, CgroupManager, new_manager
-from runtime.crilog import DEFAULT_MAX_LINE, CriLog
+from runtime.crilog import DEFAULT_MAX_LINE, UNLIMITED, CriLog
 from runtime.statedir import ExitRecord, StateDir
 from runtime.zygote import entry_point
 
@@ -59,9 +60,16 @@ def _write_id_map(pid: int, name: str, text: str) -> None:
 
 
 class Monitor:
-    def __init__(self, args: dict[str, Any], state: StateDir, result_fd: int) -> None:
+    def __init__(
+        self, args: dict[str, Any], state: StateDir, result_fd: int, passed_fds: list[int]
+    ) -> None:
         self.state = state
         self.result_fd = result_fd
+        passed = iter(passed_fds)
+        self.inherited_stdio: tuple[int, int, int] | None = None
+        if args.get("inherit_stdio"):
+            self.inherited_stdio = (next(passed), next(passed), next(passed))
+        self.console_socket = next(passed) if args.get("console_socket") else None
         # The monitor never parses config.json: every function it runs dirties pages it
         # shares with the zygote (DESIGN budget: 2 MiB PSS). The init parses and applies
         # the spec; the runtime passes the few facts the monitor needs.
@@ -75,7 +83,9 @@ class Monitor:
         self._cgroup: CgroupManager | None = None
         log_path = args.get("log_path")
         self.log = CriLog(
-            Path(log_path) if log_path else None, int(args.get("max_line") or DEFAULT_MAX_LINE)
+            Path(log_path) if log_path else None,
+            int(args.get("max_line") or DEFAULT_MAX_LINE),
+            int(args.get("max_log_size", UNLIMITED)),
         )
         self.stdin_once = bool(args.get("stdin_once"))
         self.selector = selectors.DefaultSelector()
@@ -100,11 +110,16 @@ class Monitor:
         """The init's stdin/stdout/stderr, and the fds to close here once it has them."""
         if self.terminal:
             master, slave = os.openpty()
+            if self.console_socket is not None:
+                _send_console(self.console_socket, master)
+                return (slave, slave, slave), [slave]
             os.set_blocking(master, False)
             self.outputs[master] = "stdout"
             if stdin:
                 self.stdin_fd = master
             return (slave, slave, slave), [slave]
+        if self.inherited_stdio is not None:
+            return self.inherited_stdio, list(self.inherited_stdio)
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         for fd in (out_r, err_r):
@@ -137,9 +152,8 @@ class Monitor:
         except OSError as exc:
             raise CreateError(f"joining pid namespace {path}: {exc.strerror}") from None
 
-    def create(self, stdin: bool) -> None:
-        sc.set_child_subreaper()
-        child_stdio, child_fds = self._stdio(stdin)
+    def _open_control(self) -> None:
+        """The control socket, and the wake-up pipe a SIGCHLD writes to."""
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         self.listener.bind(str(self.state.socket))
         self.listener.listen(16)
@@ -148,6 +162,11 @@ class Monitor:
             os.set_blocking(fd, False)
         signal.signal(signal.SIGCHLD, lambda _signum, _frame: None)
         signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+
+    def create(self, stdin: bool) -> None:
+        sc.set_child_subreaper()
+        child_stdio, child_fds = self._stdio(stdin)
+        self._open_control()
         self.channel, child_channel = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._enter_pid_namespace()
         pid = os.fork()
@@ -164,6 +183,12 @@ class Monitor:
                 self.seccomp_bpf,
             )
         self.init_pid = pid
+        # Monitors run the same code on the same inherited heap, so most pages each one
+        # dirties are alike: where the host runs KSM they are merged (bench/monitor_memory.py).
+        # The init has its own memory now and is the last process this one forks, so the
+        # setting (inherited, and kept across execve) reaches no container.
+        with contextlib.suppress(OSError):  # Linux before 6.4
+            sc.set_memory_merge()
         child_channel.close()
         for fd in set(child_fds):
             os.close(fd)
@@ -488,6 +513,22 @@ class Monitor:
             self.state.socket.unlink()
 
 
+def _send_console(console_socket: int, master: int) -> None:
+    """Hand the pty master over as runc does (a name, and the fd as SCM_RIGHTS) and keep
+    no copy: whoever listens owns the terminal, and a monitor reading it would steal the
+    container's output from them."""
+    with socket.socket(fileno=console_socket) as conn:
+        try:
+            conn.sendmsg(
+                [b"/dev/ptmx"],
+                [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", master))],
+            )
+        except OSError as exc:
+            raise CreateError(f"sending the pty to the console socket: {exc.strerror}") from None
+        finally:
+            os.close(master)
+
+
 def _report(fd: int, message: dict[str, Any]) -> None:
     with contextlib.suppress(OSError):
         os.write(fd, json.dumps(message).encode())
@@ -496,13 +537,21 @@ def _report(fd: int, message: dict[str, Any]) -> None:
 
 @entry_point("monitor")
 def main(args: dict[str, Any], fds: list[int]) -> int:
-    """args: bundle, state_dir, cgroups_path, log_path, max_line, stdin, stdin_once,
-    terminal, pid_namespace (None: keep; "": new; path: join), uid_map, gid_map (text);
-    fds[0]: where to write {"pid": …} once the init waits for start, or {"error": …}."""
+    """args: bundle, state_dir, cgroups_path, log_path, max_line, max_log_size, stdin,
+    stdin_once, terminal, pid_namespace (None: keep; "": new; path: join), uid_map, gid_map (text),
+    inherit_stdio, console_socket;
+    fds[0]: where to write {"pid": …} once the init waits for start, or {"error": …};
+    then, with inherit_stdio, the process's own stdin, stdout and stderr, and with
+    console_socket a connected socket that gets the pty master instead of the monitor."""
+    return serve(args, fds[0], lambda state: Monitor(args, state, fds[0], fds[1:]))
+
+
+def serve(args: dict[str, Any], result: int, make: Callable[[StateDir], Monitor]) -> int:
+    """A monitor process's life around the monitor `make` creates: answer on `result`
+    with the init's pid (or the error), then run until the container has exited."""
     # What the zygote shares with us stays shared only while nothing writes to its pages;
     # the collector would write to every tracked object it traverses.
     gc.freeze()
-    result = fds[0]
     os.set_inheritable(result, False)
     state = StateDir(Path(args["state_dir"]))
     sc.set_name("crisp-monitor")
@@ -514,7 +563,7 @@ def main(args: dict[str, Any], fds: list[int]) -> int:
     os.close(null)
     os.close(log)
     try:
-        monitor = Monitor(args, state, result)
+        monitor = make(state)
     except Exception as exc:
         _log(f"create failed: {exc}")
         _report(result, {"error": str(exc) or type(exc).__name__})

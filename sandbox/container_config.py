@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Literal
 
+from runtime.spec import IdMapping
+
 
 class Propagation(Enum):
     PRIVATE = "private"
@@ -73,11 +75,19 @@ class SecurityProfile:
 
 
 @dataclass(frozen=True)
+class UserNamespaceRequest:
+    mode: NamespaceMode
+    uid_mappings: tuple[IdMapping, ...] = ()
+    gid_mappings: tuple[IdMapping, ...] = ()
+
+
+@dataclass(frozen=True)
 class NamespaceOptions:
     network: NamespaceMode = NamespaceMode.POD
     pid: NamespaceMode = NamespaceMode.CONTAINER
     ipc: NamespaceMode = NamespaceMode.POD
     target_id: str = ""
+    user: UserNamespaceRequest | None = None  # None: the pod's, whatever it is
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,10 @@
-"""What every container verb works with: the store, the embedded runtime, the images, the
-pods (through their read API), the settings from the daemon's config, locks and events."""
+"""What every container verb works with: the store, the runtimes (one per runtime handler),
+the images, the pods (through their read API), the settings from the daemon's config, locks
+and events."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -11,10 +12,11 @@ from typing import Protocol
 from imagesvc.imageconfig import ImageConfig
 from imagesvc.store import ImageRecord
 from runtime.cgroups import CgroupManager
-from runtime.container import Runtime
+from runtime.handler import ContainerRuntime
 from sandbox.container_events import EventHub
-from sandbox.container_record import Observed
+from sandbox.container_record import Container, Observed
 from sandbox.container_store import ContainerStore
+from sandbox.errors import FailedPrecondition
 from sandbox.pod_context import KeyedLocks
 from sandbox.pod_list import ListedPod, PodFilter
 from sandbox.pod_status import PodStatus
@@ -48,7 +50,8 @@ class ContainerSettings:
 @dataclass
 class ContainerContext:
     store: ContainerStore
-    runtime: Runtime
+    runtimes: Mapping[str, ContainerRuntime]  # by runtime handler name
+    default_handler: str
     images: Images
     pods: Pods
     settings: ContainerSettings
@@ -59,3 +62,17 @@ class ContainerContext:
     exited: dict[str, Observed] = field(default_factory=dict)
     # The last CPU sample (time ns, usage ns) per cgroup: usage_nano_cores is their slope.
     cpu_samples: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    def runtime_for(self, handler: str) -> ContainerRuntime:
+        """The runtime of a runtime handler ("" is the default one)."""
+        runtime = self.runtimes.get(handler or self.default_handler)
+        if runtime is None:
+            raise FailedPrecondition(
+                f"runtime handler {handler!r} is not configured "
+                f"(known: {', '.join(sorted(self.runtimes))})"
+            )
+        return runtime
+
+    def runtime_of(self, container: Container) -> ContainerRuntime:
+        """The runtime that runs `container`: its pod's runtime handler's."""
+        return self.runtime_for(container.runtime_handler)

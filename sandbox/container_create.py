@@ -5,6 +5,7 @@ a bad request leaves nothing behind."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -15,15 +16,17 @@ from pathlib import Path
 
 from imagesvc.imageconfig import ImageConfig
 from runtime.container import ContainerError, ContainerNotFoundError, Status
-from sandbox import rootfs
+from runtime.spec import IdMapping
+from sandbox import image_volumes, rootfs
 from sandbox.container_config import ContainerRequest, NamespaceMode
 from sandbox.container_context import ContainerContext
 from sandbox.container_events import ContainerEvent, EventType
 from sandbox.container_pod import log_base, pod_context, ready_pod
 from sandbox.container_record import CREATED, Container, mount_doc, resources_doc
 from sandbox.container_user import ProcessUser, resolve_user
-from sandbox.errors import FailedPrecondition, InvalidArgument, NotFound
+from sandbox.errors import FailedPrecondition, InvalidArgument, NotFound, Unimplemented
 from sandbox.oci_spec import ImageFacts, build_spec, stop_signal
+from sandbox.pod import PodSandbox
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +37,16 @@ def create(ctx: ContainerContext, pod_id: str, request: ContainerRequest) -> str
     if not request.image:
         raise InvalidArgument(f"container {request.name!r}: image is required")
     pod = ready_pod(ctx, pod_id)
+    _check_user_namespace(request, pod)
+    problem = ctx.runtime_for(pod.runtime_handler).problem()
+    if problem is not None:
+        raise FailedPrecondition(f"pod sandbox {pod.id}: {problem}")
     image = ctx.images.find(request.image)
     if image is None:
         raise NotFound(f"image {request.image!r} not found: pull it first")
     config = ctx.images.config_of(image)
     facts = image_facts(request.image, config)
+    volume_images = image_volumes.find_images(ctx.images, request.mounts)
     log_path = _log_path(log_base(ctx, pod), request.log_path)
     container_id = secrets.token_hex(32)
     container = Container(
@@ -50,30 +58,41 @@ def create(ctx: ContainerContext, pod_id: str, request: ContainerRequest) -> str
         created_ns=time.time_ns(),
         image=request.image,
         image_id=str(image.id),
-        layers=[str(layer) for layer in image.layers],
+        layers=[
+            str(layer) for record in (image, *volume_images.values()) for layer in record.layers
+        ],
         bundle=str(ctx.settings.containers_dir / container_id),
         cgroup="",
         log_path=str(log_path) if log_path else "",
         labels=dict(request.labels),
         annotations=dict(request.annotations),
-        mounts=[mount_doc(m) for m in request.mounts],
+        mounts=[
+            mount_doc(m, str(volume_images[i].id) if i in volume_images else "")
+            for i, m in enumerate(request.mounts)
+        ],
         resources=resources_doc(request.resources),
         stop_signal=stop_signal(request, facts),
         tty=request.tty,
         stdin=request.stdin,
         stdin_once=request.stdin_once,
         pid_namespace=request.security.namespaces.pid.value,
+        runtime_handler=pod.runtime_handler,
     )
     ctx.store.reserve(container)
     with ctx.locks.hold(container_id):
         made_dirs: list[Path] = []
         try:
             lowers = ctx.images.lower_dirs(image)
-            root = rootfs.make(Path(container.bundle), lowers)
+            root = rootfs.make(Path(container.bundle), lowers, _rootfs_owner(pod))
+            mounts = image_volumes.mount(
+                Path(container.bundle),
+                request.mounts,
+                {i: ctx.images.lower_dirs(record) for i, record in volume_images.items()},
+            )
             user = _user(root, request, config)
             spec = build_spec(
                 container_id=container_id,
-                request=request,
+                request=dataclasses.replace(request, mounts=mounts),
                 image=facts,
                 pod=pod_context(ctx, pod),
                 user=user,
@@ -86,11 +105,11 @@ def create(ctx: ContainerContext, pod_id: str, request: ContainerRequest) -> str
                 "additional_gids": list(user.additional_gids),
                 "username": user.username,
             }
-            (Path(container.bundle) / "config.json").write_text(json.dumps(spec))
+            _write_private(Path(container.bundle) / "config.json", json.dumps(spec))
             if log_path is not None:
                 made_dirs = _make_parents(log_path)
             ctx.store.save(container)  # from here a crash finds the monitor and removes it
-            ctx.runtime.create(
+            ctx.runtime_of(container).create(
                 container_id,
                 Path(container.bundle),
                 log_path=log_path,
@@ -163,6 +182,52 @@ def _user(root: Path, request: ContainerRequest, config: ImageConfig) -> Process
     )
 
 
+def _check_user_namespace(request: ContainerRequest, pod: PodSandbox) -> None:
+    """A pod's containers share its user namespace: a container may restate the pod's
+    (kubelet does) but not ask for another one, nor for node namespaces outside it."""
+    config = pod.config
+    options = request.security.namespaces
+    asked = options.user
+    where = f"container {request.name!r}: namespace_options.userns_options"
+    if asked is not None:
+        pods = (config.user_namespace.value, config.uid_mappings, config.gid_mappings)
+        if (asked.mode.value, asked.uid_mappings, asked.gid_mappings) != pods:
+            raise InvalidArgument(
+                f"{where} (mode {asked.mode.name}, uids {_mappings_text(asked.uid_mappings)}, "
+                f"gids {_mappings_text(asked.gid_mappings)}) differ from pod sandbox {pod.id}'s "
+                f"(mode {config.user_namespace.name}, uids "
+                f"{_mappings_text(config.uid_mappings)}, gids "
+                f"{_mappings_text(config.gid_mappings)}): containers share their pod's user "
+                "namespace"
+            )
+    if not config.own_user_namespace:
+        return
+    for mount in request.mounts:
+        if mount.image:
+            # Their overlay cannot be idmapped as a whole (overlayfs refuses it).
+            raise Unimplemented(
+                f"container {request.name!r}: mount {mount.container_path}: image volumes are "
+                f"not supported in pod sandbox {pod.id}, which has its own user namespace"
+            )
+    for kind, mode in (("network", options.network), ("pid", options.pid), ("ipc", options.ipc)):
+        if mode is NamespaceMode.NODE:
+            raise InvalidArgument(
+                f"container {request.name!r}: namespace_options.{kind} NODE is not possible in "
+                f"pod sandbox {pod.id}, which has its own user namespace"
+            )
+
+
+def _mappings_text(mappings: tuple[IdMapping, ...]) -> str:
+    return "[" + ", ".join(f"{m.container_id}:{m.host_id}:{m.size}" for m in mappings) + "]"
+
+
+def _rootfs_owner(pod: PodSandbox) -> rootfs.UserNamespace | None:
+    if not pod.config.own_user_namespace:
+        return None
+    uid, gid = pod.config.host_root()
+    return rootfs.UserNamespace(pod.pins["user"], uid, gid)
+
+
 def _target_pid_ns(ctx: ContainerContext, request: ContainerRequest) -> str | None:
     options = request.security.namespaces
     if options.pid is not NamespaceMode.TARGET:
@@ -171,7 +236,7 @@ def _target_pid_ns(ctx: ContainerContext, request: ContainerRequest) -> str | No
     if target is None:
         raise NotFound(f"target container {options.target_id!r} for the PID namespace not found")
     try:
-        state = ctx.runtime.state(target.id)
+        state = ctx.runtime_of(target).state(target.id)
     except ContainerNotFoundError:
         state = None
     if state is None or state.status is not Status.RUNNING:
@@ -184,7 +249,8 @@ def _target_pid_ns(ctx: ContainerContext, request: ContainerRequest) -> str | No
 def _roll_back(ctx: ContainerContext, container: Container, made_dirs: list[Path]) -> None:
     try:
         with contextlib.suppress(ContainerNotFoundError):
-            ctx.runtime.delete(container.id, force=True)
+            ctx.runtime_of(container).delete(container.id, force=True)
+        image_volumes.unmount(Path(container.bundle))
         rootfs.remove(Path(container.bundle))
         for directory in made_dirs:
             shutil.rmtree(directory, ignore_errors=True)
@@ -193,3 +259,11 @@ def _roll_back(ctx: ContainerContext, container: Container, made_dirs: list[Path
         log.exception("container %s: cleanup after a failed create is incomplete", container.id)
         return
     ctx.store.delete(container.id)
+
+
+def _write_private(path: Path, text: str) -> None:
+    # Only root reads the spec (it carries the container's env, which may hold secrets);
+    # a user-namespaced pod's bundle is 0711, so the file itself must not be world-readable.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    with open(fd, "w") as f:
+        f.write(text)

@@ -37,7 +37,7 @@ def exec_sync(
     if not command:
         raise InvalidArgument("ExecSync: cmd is required")
     container = existing(ctx, container_id)
-    base = ctx.runtime.process(container.id)
+    base = ctx.runtime_of(container).process(container.id)
     process = dataclasses.replace(base, args=tuple(command), terminal=False)
     out_read, out_write = os.pipe2(os.O_CLOEXEC)
     err_read, err_write = os.pipe2(os.O_CLOEXEC)
@@ -46,7 +46,7 @@ def exec_sync(
     reader.start()
     try:
         try:
-            exit_code = ctx.runtime.exec(
+            exit_code = ctx.runtime_of(container).exec(
                 container.id,
                 process,
                 stdout=out_write,

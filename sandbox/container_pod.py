@@ -45,4 +45,7 @@ def pod_context(ctx: ContainerContext, pod: PodSandbox) -> PodContext:
         cgroup_parent=cgroup_parent(ctx, pod),
         host_network=config.host_network,
         labels=dict(config.labels),
+        user_ns=pod.pins.get("user"),
+        uid_mappings=config.uid_mappings,
+        gid_mappings=config.gid_mappings,
     )

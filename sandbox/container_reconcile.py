@@ -37,7 +37,7 @@ def notice_exits(ctx: ContainerContext) -> None:
     for container in ctx.store.all():
         if container.state not in (CREATED, RUNNING):
             continue
-        if StateDir(ctx.runtime.state_root / container.id).exit.exists():
+        if StateDir(ctx.runtime_of(container).state_root / container.id).exit.exists():
             observe(ctx, container)
 
 

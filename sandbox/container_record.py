@@ -28,7 +28,7 @@ class Container:
     created_ns: int
     image: str  # the image as the client named it
     image_id: str  # the config digest: kubelet's image_ref
-    layers: list[str]  # chain IDs the overlay uses: kept from garbage collection
+    layers: list[str]  # chain IDs the overlays use (also image volumes'): kept from GC
     bundle: str  # root_dir/containers/<id>: config.json, rootfs, upper, work
     cgroup: str  # the container's cgroup path
     log_path: str = ""  # absolute; "" when the client asked for none
@@ -42,6 +42,7 @@ class Container:
     stdin: bool = False
     stdin_once: bool = False
     pid_namespace: str = ""  # "container" when the container has its own (a target for others)
+    runtime_handler: str = ""  # its pod's; "" in records older than handlers: the default
 
     @property
     def rootfs(self) -> str:
@@ -64,6 +65,8 @@ class Container:
                 recursive_read_only=m["recursive_read_only"],
                 propagation=Propagation(m["propagation"]),
                 selinux_relabel=m["selinux_relabel"],
+                image=m.get("image", ""),
+                image_sub_path=m.get("image_sub_path", ""),
             )
             for m in self.mounts
         ]
@@ -90,14 +93,18 @@ class Container:
         return cls(id=id, state=state, created_ns=created_ns, **values)
 
 
-def mount_doc(mount: MountRequest) -> dict[str, Any]:
+def mount_doc(mount: MountRequest, image_id: str = "") -> dict[str, Any]:
+    """An image volume records the image's ID (what kubelet's image GC looks for in the
+    status) rather than the name it was asked by."""
     return {
         "container_path": mount.container_path,
         "host_path": mount.host_path,
-        "readonly": mount.readonly,
+        "readonly": mount.readonly or bool(image_id),
         "recursive_read_only": mount.recursive_read_only,
         "propagation": mount.propagation.value,
         "selinux_relabel": mount.selinux_relabel,
+        "image": image_id,
+        "image_sub_path": mount.image_sub_path,
     }
 
 

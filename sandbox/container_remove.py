@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from runtime.container import ContainerNotFoundError
-from sandbox import rootfs
+from sandbox import image_volumes, rootfs
 from sandbox.container_context import ContainerContext
 from sandbox.container_events import ContainerEvent, EventType
 from sandbox.container_record import Container
@@ -34,7 +34,8 @@ def dismantle(ctx: ContainerContext, container: Container) -> None:
     lock). Each step is idempotent, so a retry after a failure finishes the job."""
     halt(ctx, container, 0)
     with contextlib.suppress(ContainerNotFoundError):
-        ctx.runtime.delete(container.id, force=True)
+        ctx.runtime_of(container).delete(container.id, force=True)
+    image_volumes.unmount(Path(container.bundle))
     rootfs.remove(Path(container.bundle))
     ctx.store.delete(container.id)
     ctx.exited.pop(container.id, None)

@@ -15,14 +15,14 @@ from sandbox.errors import FailedPrecondition
 def start(ctx: ContainerContext, container_id: str) -> None:
     container = existing(ctx, container_id)
     with ctx.locks.hold(container.id):
-        state = ctx.runtime.state(container.id)
+        state = ctx.runtime_of(container).state(container.id)
         if container.state != CREATED or state.status is not Status.CREATED:
             raise FailedPrecondition(
                 f"container {container.id} is {state.status.value}, not created: "
                 "only a created container can be started"
             )
         try:
-            ctx.runtime.start(container.id)
+            ctx.runtime_of(container).start(container.id)
         except InvalidStateError as e:
             # The process died before it could be started (killed, or the pod went away).
             ctx.store.set_state(container.id, EXITED)

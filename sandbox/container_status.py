@@ -43,7 +43,7 @@ def observe(ctx: ContainerContext, container: Container) -> Observed:
     if container.state == EXITED and container.id in ctx.exited:
         return ctx.exited[container.id]
     try:
-        state = ctx.runtime.state(container.id)
+        state = ctx.runtime_of(container).state(container.id)
     except ContainerNotFoundError:
         observed = Observed(
             EXITED,
@@ -72,7 +72,7 @@ def glance(ctx: ContainerContext, container: Container) -> Observed:
     Timestamps and pid are left out unless it has exited."""
     if (
         container.state != EXITED
-        and not StateDir(ctx.runtime.state_root / container.id).exit.exists()
+        and not StateDir(ctx.runtime_of(container).state_root / container.id).exit.exists()
     ):
         return Observed(container.state)
     return observe(ctx, container)

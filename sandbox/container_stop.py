@@ -30,26 +30,26 @@ def stop(ctx: ContainerContext, container_id: str, timeout: int) -> None:
 def halt(ctx: ContainerContext, container: Container, timeout: int) -> None:
     """Stop the container's process (the caller holds its lock)."""
     try:
-        state = ctx.runtime.state(container.id)
+        state = ctx.runtime_of(container).state(container.id)
     except ContainerNotFoundError:
         return
     if state.status is not Status.STOPPED:
         if state.status is Status.RUNNING and timeout > 0:
             started = start_time(state.pid)
             with contextlib.suppress(InvalidStateError):
-                ctx.runtime.kill(container.id, _signal_number(container.stop_signal))
+                ctx.runtime_of(container).kill(container.id, _signal_number(container.stop_signal))
             _wait_gone(state.pid, started, time.monotonic() + timeout)
         # What is left: a main process that ignored the signal, or, in a PID namespace
         # shared with the pod, its children (they would hold its output open).
         try:
-            ctx.runtime.kill(container.id, signal.SIGKILL, all=True)
+            ctx.runtime_of(container).kill(container.id, signal.SIGKILL, all=True)
         except ContainerError:
             # The main process is gone and its monitor takes no more signals: the strays
             # are killed through the cgroup.
             with contextlib.suppress(CgroupError, OSError):
                 ctx.cgroups(container.cgroup).kill()
         try:
-            ctx.runtime.wait(container.id, _KILL_WAIT_SECONDS)
+            ctx.runtime_of(container).wait(container.id, _KILL_WAIT_SECONDS)
         except ContainerError as e:
             raise DeadlineExceeded(f"container {container.id}: {e}") from e
     observe(ctx, container)

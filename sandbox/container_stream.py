@@ -22,6 +22,7 @@ from typing import Protocol
 
 from runtime.container import ExecCancelledError, InvalidStateError
 from runtime.control import STDERR
+from runtime.handler import ContainerRuntime
 from runtime.spec import Process
 from sandbox.container_context import ContainerContext
 from sandbox.container_status import existing
@@ -97,12 +98,13 @@ def exec_stream(ctx: ContainerContext, container_id: str, cmd: Sequence[str], io
     if not cmd:
         raise InvalidArgument("Exec: cmd is required")
     container = existing(ctx, container_id)
-    base = ctx.runtime.process(container.id)
+    runtime = ctx.runtime_of(container)
+    base = runtime.process(container.id)
     process = dataclasses.replace(base, args=tuple(cmd), terminal=io.tty)
     try:
         if io.tty:
-            return _exec_tty(ctx, container.id, process, io)
-        return ctx.runtime.exec(
+            return _exec_tty(runtime, container.id, process, io)
+        return runtime.exec(
             container.id,
             process,
             stdin=io.stdin,
@@ -116,7 +118,7 @@ def exec_stream(ctx: ContainerContext, container_id: str, cmd: Sequence[str], io
         raise FailedPrecondition(f"cannot exec in container {container.id}: {e}") from e
 
 
-def _exec_tty(ctx: ContainerContext, container_id: str, process: Process, io: StreamIO) -> int:
+def _exec_tty(runtime: ContainerRuntime, container_id: str, process: Process, io: StreamIO) -> int:
     master, slave = os.openpty()
     # Only a carrier: the runtime gives the process a pty of the container's own, whose line
     # discipline echoes and edits; this one must pass bytes through untouched.
@@ -129,7 +131,7 @@ def _exec_tty(ctx: ContainerContext, container_id: str, process: Process, io: St
     for pump in pumps:
         pump.start()
     try:
-        return ctx.runtime.exec(
+        return runtime.exec(
             container_id,
             process,
             stdin=slave,
@@ -153,7 +155,8 @@ def attach_stream(ctx: ContainerContext, container_id: str, io: StreamIO) -> Non
     client goes away."""
     container = existing(ctx, container_id)
     try:
-        attachment = ctx.runtime.attach(container.id, stdin=io.stdin is not None)
+        runtime = ctx.runtime_of(container)
+        attachment = runtime.attach(container.id, stdin=io.stdin is not None)
     except InvalidStateError as e:
         raise FailedPrecondition(f"cannot attach to container {container.id}: {e}") from e
     done = threading.Event()
@@ -177,7 +180,7 @@ def attach_stream(ctx: ContainerContext, container_id: str, io: StreamIO) -> Non
 
         feeder = threading.Thread(target=feed, name="attach-in", daemon=True)
         feeder.start()
-    resizer = _follow_resizes(io, lambda size: _resize(ctx, container.id, size))
+    resizer = _follow_resizes(io, lambda size: _resize(runtime, container.id, size))
 
     def hang_up_when_cancelled() -> None:
         # Closing the attachment ends the read loop below: the client has gone.
@@ -212,6 +215,6 @@ def attach_stream(ctx: ContainerContext, container_id: str, io: StreamIO) -> Non
             feeder.join(timeout=1)
 
 
-def _resize(ctx: ContainerContext, container_id: str, size: TerminalSize) -> None:
+def _resize(runtime: ContainerRuntime, container_id: str, size: TerminalSize) -> None:
     with contextlib.suppress(Exception):  # a resize racing the exit is harmless
-        ctx.runtime.resize(container_id, size.width, size.height)
+        runtime.resize(container_id, size.width, size.height)

@@ -17,14 +17,14 @@ from sandbox.oci_spec import linux_resources
 def update_resources(ctx: ContainerContext, container_id: str, resources: Resources) -> None:
     container = existing(ctx, container_id)
     with ctx.locks.hold(container.id):
-        if ctx.runtime.state(container.id).status is Status.STOPPED:
+        if ctx.runtime_of(container).state(container.id).status is Status.STOPPED:
             raise FailedPrecondition(f"container {container.id} is stopped: nothing to update")
         try:
             limits = from_oci(linux_resources(resources))
         except InvalidResourcesError as e:
             raise InvalidArgument(f"container {container.id}: resources: {e}") from e
         try:
-            ctx.runtime.update(container.id, limits)
+            ctx.runtime_of(container).update(container.id, limits)
         except ContainerError as e:
             raise InvalidArgument(f"container {container.id}: resources: {e}") from e
         current = ctx.store.find(container.id)
@@ -37,6 +37,6 @@ def reopen_log(ctx: ContainerContext, container_id: str) -> None:
     if not container.log_path:
         return  # nothing is logged, so nothing to reopen
     try:
-        ctx.runtime.reopen_log(container.id)
+        ctx.runtime_of(container).reopen_log(container.id)
     except InvalidStateError as e:
         raise FailedPrecondition(f"container {container.id} is not running: {e}") from e

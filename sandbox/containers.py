@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import builtins
-import contextlib
 import functools
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from runtime.cgroups import CgroupManager
-from runtime.container import Runtime
+from runtime.handler import ContainerRuntime
 from sandbox import (
     container_create,
     container_exec,
@@ -44,7 +43,8 @@ class ContainerService:
     def __init__(
         self,
         records: RecordStore,
-        runtime: Runtime,
+        runtimes: Mapping[str, ContainerRuntime],
+        default_handler: str,
         images: Images,
         pods: Pods,
         settings: ContainerSettings,
@@ -52,7 +52,8 @@ class ContainerService:
     ) -> None:
         self._ctx = ContainerContext(
             store=ContainerStore(records),
-            runtime=runtime,
+            runtimes=runtimes,
+            default_handler=default_handler,
             images=images,
             pods=pods,
             settings=settings,
@@ -169,6 +170,5 @@ class ContainerService:
         if self._watcher is not None:
             self._watcher.join()
             self._watcher = None
-        # The runtime's state root is volatile: leave no empty directory in the run dir.
-        with contextlib.suppress(OSError):
-            self._ctx.runtime.state_root.rmdir()
+        for runtime in self._ctx.runtimes.values():
+            runtime.close()

@@ -16,6 +16,7 @@ from typing import Any
 
 from runtime.capabilities import CAPABILITIES, last_cap
 from runtime.seccomp_profiles import runtime_default
+from runtime.spec import IdMapping
 from runtime.syscalls import capget
 from sandbox.container_config import (
     ContainerRequest,
@@ -109,6 +110,10 @@ class PodContext:
     cgroup_parent: str
     host_network: bool = False
     labels: Mapping[str, str] = field(default_factory=dict)
+    # The pod's own user namespace (its pin) and its maps; None where it uses the node's.
+    user_ns: str | None = None
+    uid_mappings: tuple[IdMapping, ...] = ()
+    gid_mappings: tuple[IdMapping, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -220,8 +225,6 @@ def _mount_propagation_of(host_path: str) -> tuple[bool, bool]:
 
 def _user_mount(mount: MountRequest) -> dict[str, Any]:
     destination = _inside(mount.container_path, "mount container_path")
-    if mount.image:
-        raise Unimplemented(f"mount {destination}: image volumes are not supported yet")
     if not mount.host_path:
         raise InvalidArgument(f"mount {destination}: host_path is empty")
     if not mount.host_path.startswith("/"):
@@ -428,6 +431,8 @@ def _namespaces(
 ) -> list[dict[str, str]]:
     options = request.security.namespaces
     namespaces: list[dict[str, str]] = [{"type": "mount"}]
+    if pod.user_ns:
+        namespaces.append({"type": "user", "path": pod.user_ns})
     if options.network is not NamespaceMode.NODE and pod.network_ns:
         namespaces.append({"type": "network", "path": pod.network_ns})
     if options.ipc is not NamespaceMode.NODE and pod.ipc_ns:
@@ -447,6 +452,22 @@ def _namespaces(
             raise NotFound(f"target container {options.target_id!r} for PID namespace not found")
         namespaces.append({"type": "pid", "path": target_pid_ns})
     return namespaces
+
+
+def _oci_mappings(mappings: Sequence[IdMapping]) -> list[dict[str, int]]:
+    return [{"containerID": m.container_id, "hostID": m.host_id, "size": m.size} for m in mappings]
+
+
+def _idmap_binds(mounts: list[dict[str, Any]], pod: PodContext) -> None:
+    """Show the owners of every bind-mounted file through the pod's user namespace, as
+    containerd does for volumes: root-owned host files belong to root of the pod."""
+    for mount in mounts:
+        if mount["type"] != "bind":
+            continue
+        recursive = "rbind" in mount["options"]
+        mount["options"] = [*mount["options"], "ridmap" if recursive else "idmap"]
+        mount["uidMappings"] = _oci_mappings(pod.uid_mappings)
+        mount["gidMappings"] = _oci_mappings(pod.gid_mappings)
 
 
 def build_spec(
@@ -477,6 +498,8 @@ def build_spec(
     mounts += _pod_file_mounts(pod, taken, security.readonly_rootfs)
     # Parents before children, whatever order the client sent (as containerd sorts them).
     mounts += sorted(user_mounts, key=lambda m: len(Path(m["destination"]).parts))
+    if pod.user_ns:
+        _idmap_binds(mounts, pod)
 
     device_requests = list(request.devices)
     if security.privileged:
@@ -497,6 +520,9 @@ def build_spec(
         "resources": resources,
         "cgroupsPath": f"{pod.cgroup_parent.rstrip('/')}/crisp-{container_id}",
     }
+    if pod.user_ns:
+        linux["uidMappings"] = _oci_mappings(pod.uid_mappings)
+        linux["gidMappings"] = _oci_mappings(pod.gid_mappings)
     if Propagation.BIDIRECTIONAL in propagations:
         linux["rootfsPropagation"] = "rshared"
     elif Propagation.HOST_TO_CONTAINER in propagations:

@@ -75,19 +75,31 @@ def destroy(new: Managers, pod: PodSandbox) -> None:
         new(pod.cgroup_parent).destroy()
 
 
-def pod_limits(config: PodConfig) -> LinuxResources | None:
-    """Pod-level limits: the containers' sum (`resources`) plus the runtime class overhead."""
+def pod_limits(config: PodConfig, previous: PodConfig | None = None) -> LinuxResources | None:
+    """Pod-level limits: the containers' sum (`resources`) plus the runtime class overhead.
+    With the `previous` config (an update), a CPU quota or memory limit it had and `config`
+    drops is lifted again (-1, unlimited) rather than left at its old value."""
     total = _add(config.resources, config.overhead)
-    if total is None:
+    before = None if previous is None else _add(previous.resources, previous.overhead)
+    if total is None and before is None:
         return None
+    total = total or Resources()
+
+    def lifted(value: int, old: int) -> int | None:
+        if value:
+            return value
+        return -1 if old > 0 else None
+
     cpu = Cpu(
         shares=total.cpu_shares or None,
-        quota=total.cpu_quota or None,
+        quota=lifted(total.cpu_quota, before.cpu_quota if before else 0),
         period=total.cpu_period or None,
         cpus=total.cpuset_cpus or None,
         mems=total.cpuset_mems or None,
     )
-    memory = Memory(limit=total.memory_limit_in_bytes or None)
+    memory = Memory(
+        limit=lifted(total.memory_limit_in_bytes, before.memory_limit_in_bytes if before else 0)
+    )
     return LinuxResources(
         cpu=cpu if cpu != Cpu() else None,
         memory=memory if memory != Memory() else None,

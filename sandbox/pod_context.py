@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -15,6 +15,7 @@ from cni.network import NetworkManager
 from runtime import namespaces
 from runtime.cgroups import CgroupManager
 from runtime.zygote import Zygote
+from sandbox.node import RuntimeHandler
 from sandbox.pod_files import HOST_HOSTS, HOST_RESOLV_CONF
 from sandbox.pod_store import PodStore
 
@@ -93,7 +94,7 @@ class PodContext:
     store: PodStore
     zygote: Zygote
     network: NetworkManager
-    handlers: Sequence[str]
+    handlers: Mapping[str, RuntimeHandler]  # by name
     default_handler: str
     settings: PodSettings
     locks: KeyedLocks

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from runtime import namespaces
 from sandbox import pod_cgroups, pod_files, pod_network
-from sandbox.errors import InvalidArgument
+from sandbox.errors import FailedPrecondition, InvalidArgument, Unimplemented
 from sandbox.pod import CREATING, NOTREADY, READY, PodConfig, PodSandbox
 from sandbox.pod_cgroups import Managers
 from sandbox.pod_context import PodContext
@@ -32,6 +32,14 @@ def run(ctx: PodContext, config: PodConfig, runtime_handler: str) -> str:
     if handler not in ctx.handlers:
         raise InvalidArgument(
             f"runtime handler {handler!r} is not configured (known: {', '.join(ctx.handlers)})"
+        )
+    problem = ctx.handlers[handler].problem()
+    if problem is not None:
+        raise FailedPrecondition(problem)
+    if config.own_user_namespace and not ctx.handlers[handler].user_namespaces:
+        raise Unimplemented(
+            f"runtime handler {handler!r} cannot run pods in user namespaces on this node "
+            "(Status reports user_namespaces false for it; the daemon's log says why)"
         )
     pod_id = secrets.token_hex(32)
     pod = PodSandbox(
@@ -82,8 +90,10 @@ def _build(ctx: PodContext, pod: PodSandbox) -> None:
         hostname=pod.hostname if "uts" in new else "",
         sysctls=config.sysctls,
         keep_process=config.shares_pid or not ctx.settings.drop_infra,
+        uid_mappings=config.uid_mappings if config.own_user_namespace else (),
+        gid_mappings=config.gid_mappings if config.own_user_namespace else (),
     )
-    if spec.new or spec.keep_process:
+    if spec.new or spec.keep_process or spec.new_user:
         try:
             pinned = namespaces.create(ctx.zygote, spec, Path(pod.dir) / "ns")
         except namespaces.SysctlError as e:

@@ -16,10 +16,11 @@ from sandbox import (
     pod_run,
     pod_status,
     pod_stop,
+    pod_update,
 )
 from sandbox.errors import FailedPrecondition, NotFound
 from sandbox.node import Node
-from sandbox.pod import READY, PodConfig, PodSandbox
+from sandbox.pod import READY, PodConfig, PodSandbox, Resources
 from sandbox.pod_context import KeyedLocks, PinRoot, PodContext, PodSettings
 from sandbox.pod_list import ListedPod, PodFilter
 from sandbox.pod_status import PodStatus
@@ -46,7 +47,7 @@ class PodService:
             store=PodStore(records),
             zygote=zygote,
             network=network,
-            handlers=[h.name for h in node.handlers],
+            handlers={h.name: h for h in node.handlers},
             default_handler=node.default_handler,
             settings=settings,
             locks=KeyedLocks(),
@@ -81,6 +82,11 @@ class PodService:
 
     def status(self, pod_id: str, verbose: bool = False) -> PodStatus:
         return pod_status.status(self._ctx, pod_id, verbose)
+
+    def update_resources(
+        self, pod_id: str, overhead: Resources | None, resources: Resources | None
+    ) -> None:
+        pod_update.update_resources(self._ctx, pod_id, overhead, resources)
 
     def list(self, wanted: PodFilter) -> list[ListedPod]:
         return pod_list.list_pods(self._ctx, wanted)

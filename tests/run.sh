@@ -17,6 +17,9 @@ venv=.venv
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/python" -m pip install -q --disable-pip-version-check -e '.[dev]'
 export PATH="$PWD/$venv/bin:$PATH"
+# Test daemons are fresh interpreters: byte-compile crisp once, even where the environment
+# sets PYTHONDONTWRITEBYTECODE, instead of every daemon compiling it again.
+python -m compileall -q cri sandbox runtime imagesvc cni critest proto bench
 
 echo "== generated code and README are up to date"
 python proto/generate.py --check

@@ -9,9 +9,12 @@ when it fails half-way, and checked to be gone.
 from __future__ import annotations
 
 import contextlib
+import functools
+import json
 import os
 import shutil
 import signal
+import subprocess
 import tempfile
 import threading
 import time
@@ -25,6 +28,7 @@ from cri.state import StateDB
 from criapi import api_pb2 as pb
 from critest import images as ci
 from critest.registry import Registry
+from runtime.cgroups import CgroupVersion, find_mounts
 from runtime.namespaces import mounts_under
 from tests.crisp_daemon import (
     DaemonPaths,
@@ -432,6 +436,46 @@ def test_reopen_log(crisp: Crisp) -> None:
     wait_for(lambda: log_path.exists() and "stdout F line" in log_path.read_text())
 
 
+def _assert_capped_cri_log(path: Path, cap: int) -> list[str]:
+    """The log is within `cap` and whole CRI records only; returns their contents."""
+    data = path.read_bytes()
+    assert 0 < len(data) <= cap and data.endswith(b"\n")
+    contents = []
+    for line in data.decode().splitlines():
+        stamp, stream, tag, content = line.split(" ", 3)
+        assert stamp.endswith("Z") and stream == "stdout" and tag == "F", line
+        contents.append(content)
+    return contents
+
+
+def test_log_size_cap(crisp: Crisp) -> None:
+    cap = 8192
+    crisp.paths.config_file.write_text(f"[containers]\nlog_size_max = {cap}\n")
+    crisp.restart()
+    pod_id = crisp.run_pod()
+    pad = "x" * 80
+    script = (
+        f"for i in $(seq 300); do echo first-$i {pad}; done; "
+        "while [ ! -e /go ]; do sleep 0.05; done; "
+        f"for i in $(seq 300); do echo second-$i {pad}; done; exec sleep 100000"
+    )
+    container_id = crisp.run(pod_id, crisp.config(command=["sh", "-c", script]))
+    log_path = crisp.log_dir / "pod" / "app" / "0.log"
+    wait_for(lambda: log_path.exists() and "first-300 " in log_path.read_text())
+    contents = _assert_capped_cri_log(log_path, cap)
+    assert contents[-1] == f"first-300 {pad}" and len(contents) > 50  # the newest kept
+
+    # kubelet's rotation: rename, reopen; the fresh file is capped the same way
+    rotated = log_path.with_suffix(".log.1")
+    log_path.rename(rotated)
+    crisp.daemon.runtime.ReopenContainerLog(pb.ReopenContainerLogRequest(container_id=container_id))
+    crisp.exec(container_id, "touch", "/go")
+    wait_for(lambda: log_path.exists() and "second-300 " in log_path.read_text())
+    assert _assert_capped_cri_log(log_path, cap)[-1] == f"second-300 {pad}"
+    assert _assert_capped_cri_log(rotated, cap)[-1] == f"first-300 {pad}"
+    rotated.unlink()
+
+
 def test_update_resources(crisp: Crisp) -> None:
     pod_id = crisp.run_pod()
     container_id = crisp.run(pod_id, crisp.config())
@@ -452,6 +496,58 @@ def test_update_resources(crisp: Crisp) -> None:
     assert answer.stdout == f"{limit}\n".encode()
     resources = crisp.status(container_id).resources.linux
     assert (resources.memory_limit_in_bytes, resources.cpu_shares) == (limit, 512)
+
+
+def _pod_cgroup_limits(crisp: Crisp, pod_id: str) -> tuple[str, str]:
+    """(memory limit, CPU quota) as the pod cgroup's files hold them."""
+    request = pb.PodSandboxStatusRequest(pod_sandbox_id=pod_id, verbose=True)
+    info = json.loads(crisp.daemon.runtime.PodSandboxStatus(request).info["info"])
+    cgroup = info["runtimeSpec"]["cgroupParent"].lstrip("/")
+    mounts = find_mounts()
+    if mounts.version is CgroupVersion.V1:
+        memory = (mounts.v1["memory"] / cgroup / "memory.limit_in_bytes").read_text()
+        quota = (mounts.v1["cpu"] / cgroup / "cpu.cfs_quota_us").read_text()
+        unlimited = str(0x7FFFFFFFFFFFF000)
+        return memory.strip().replace(unlimited, "max"), quota.strip().replace("-1", "max")
+    assert mounts.unified is not None
+    memory = (mounts.unified / cgroup / "memory.max").read_text().strip()
+    return memory, (mounts.unified / cgroup / "cpu.max").read_text().split()[0]
+
+
+def test_update_pod_sandbox_resources(crisp: Crisp) -> None:
+    pod_id = crisp.run_pod()
+    crisp.run(pod_id, crisp.config())
+    assert _pod_cgroup_limits(crisp, pod_id) == ("max", "max")
+
+    def update(**fields: pb.LinuxContainerResources) -> None:
+        request = pb.UpdatePodSandboxResourcesRequest(pod_sandbox_id=pod_id, **fields)
+        crisp.daemon.runtime.UpdatePodSandboxResources(request, timeout=RPC_TIMEOUT)
+
+    resources = pb.LinuxContainerResources(
+        memory_limit_in_bytes=96 << 20, cpu_quota=50_000, cpu_period=100_000, cpu_shares=512
+    )
+    overhead = pb.LinuxContainerResources(memory_limit_in_bytes=32 << 20, cpu_quota=10_000)
+    for _ in range(2):  # repeating an update is harmless
+        update(resources=resources, overhead=overhead)
+        assert _pod_cgroup_limits(crisp, pod_id) == (str(128 << 20), "60000")
+    request = pb.PodSandboxStatusRequest(pod_sandbox_id=pod_id, verbose=True)
+    info = json.loads(crisp.daemon.runtime.PodSandboxStatus(request).info["info"])
+    assert info["config"]["resources"]["memory_limit_in_bytes"] == 96 << 20
+    assert info["config"]["overhead"]["cpu_quota"] == 10_000
+
+    bad = pb.LinuxContainerResources(memory_limit_in_bytes=-5)
+    with pytest.raises(grpc.RpcError) as err:
+        update(resources=bad)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "resources.memory_limit_in_bytes=-5" in (err.value.details() or "")
+    assert _pod_cgroup_limits(crisp, pod_id) == (str(128 << 20), "60000")
+
+    update(resources=pb.LinuxContainerResources(cpu_shares=256))  # the limits are dropped
+    assert _pod_cgroup_limits(crisp, pod_id) == ("max", "max")
+
+    missing = pb.UpdatePodSandboxResourcesRequest(pod_sandbox_id="0" * 64)
+    code = code_of(lambda: crisp.daemon.runtime.UpdatePodSandboxResources(missing))
+    assert code == grpc.StatusCode.NOT_FOUND
 
 
 # --- stats and events ---
@@ -511,6 +607,26 @@ def test_container_events(crisp: Crisp) -> None:
     assert {e.container_id for e in received} == {container_id}
     assert received[0].pod_sandbox_status.id == pod_id
     assert [s.id for s in received[1].containers_statuses] == [container_id]
+
+
+def test_pod_status_carries_container_statuses(crisp: Crisp) -> None:
+    pod_id = crisp.run_pod()
+    request = pb.PodSandboxStatusRequest(pod_sandbox_id=pod_id)
+    assert list(crisp.daemon.runtime.PodSandboxStatus(request).containers_statuses) == []
+    running = crisp.run(pod_id, crisp.config("running"))
+    exited = crisp.run(pod_id, crisp.config("exited", command=["sh", "-c", "exit 3"]))
+    crisp.wait_exited(exited)
+    before = time.time_ns()
+    answer = crisp.daemon.runtime.PodSandboxStatus(request)
+    assert answer.timestamp >= before
+    statuses = {s.id: s for s in answer.containers_statuses}
+    # the same statuses ContainerStatus answers with
+    assert statuses == {running: crisp.status(running), exited: crisp.status(exited)}
+    assert statuses[running].state == pb.CONTAINER_RUNNING
+    assert (statuses[exited].state, statuses[exited].exit_code) == (pb.CONTAINER_EXITED, 3)
+    by_prefix = pb.PodSandboxStatusRequest(pod_sandbox_id=pod_id[:12])  # as crictl sends
+    answer = crisp.daemon.runtime.PodSandboxStatus(by_prefix)
+    assert {s.id for s in answer.containers_statuses} == {running, exited}
 
 
 # --- pods and restarts ---
@@ -620,3 +736,106 @@ def test_image_removal_keeps_layers_of_containers(crisp: Crisp) -> None:
     assert crisp.exec(container_id, "cat", "/etc/app.conf").stdout == b"from-image\n"
     crisp.daemon.runtime.RemoveContainer(pb.RemoveContainerRequest(container_id=container_id))
     crisp.pull()  # the image comes back on top of the kept layers
+
+
+# --- image volumes ---
+
+
+@pytest.fixture(scope="module")
+def volume_image_ref(registry: Registry) -> str:
+    """A data-only image of two layers: the upper one replaces a file of the lower one."""
+    image = ci.build_image(
+        [
+            [
+                ci.directory("data"),
+                ci.file("data/a.txt", "one\n"),
+                ci.file("data/b.txt", "old\n"),
+                ci.symlink("data/out", "/etc"),
+            ],
+            [ci.directory("data"), ci.file("data/b.txt", "new\n")],
+        ]
+    )
+    ci.Pusher(registry.host).push_image("cri/volume", image, "v1")
+    return f"{registry.host}/cri/volume:v1"
+
+
+def _image_volume(reference: str, path: str, sub_path: str = "") -> pb.Mount:
+    return pb.Mount(
+        container_path=path,
+        image=pb.ImageSpec(image=reference),
+        image_sub_path=sub_path,
+        readonly=True,
+    )
+
+
+def test_image_volumes(crisp: Crisp, volume_image_ref: str) -> None:
+    pod_id = crisp.run_pod()
+    missing = crisp.config(mounts=[_image_volume(volume_image_ref, "/vol")])
+    assert code_of(lambda: crisp.create(pod_id, missing)) == grpc.StatusCode.NOT_FOUND
+    crisp.daemon.image.PullImage(pb.PullImageRequest(image=pb.ImageSpec(image=volume_image_ref)))
+    for sub_path, code in [
+        ("../data", grpc.StatusCode.INVALID_ARGUMENT),
+        ("data/out", grpc.StatusCode.INVALID_ARGUMENT),  # a symlink out of the image
+        ("nope", grpc.StatusCode.NOT_FOUND),
+    ]:
+        bad = crisp.config(mounts=[_image_volume(volume_image_ref, "/vol", sub_path)])
+        assert code_of(functools.partial(crisp.create, pod_id, bad)) == code, sub_path
+        _nothing_made(crisp)
+
+    mounts = [
+        _image_volume(volume_image_ref, "/vol"),
+        _image_volume(volume_image_ref, "/sub", "data"),
+    ]
+    container_id = crisp.run(pod_id, crisp.config(mounts=mounts))
+    read = crisp.exec(container_id, "cat", "/vol/data/a.txt", "/vol/data/b.txt", "/sub/a.txt")
+    assert read.stdout == b"one\nnew\none\n"
+    write = crisp.exec(container_id, "sh", "-c", "echo x > /vol/data/a.txt")
+    assert write.exit_code != 0 and b"Read-only" in write.stderr
+    assert crisp.exec(container_id, "cat", "/vol/data/a.txt").stdout == b"one\n"
+    # kubelet's image GC finds the image ID in the status
+    image_id = crisp.daemon.image.ImageStatus(
+        pb.ImageStatusRequest(image=pb.ImageSpec(image=volume_image_ref))
+    ).image.id
+    status = crisp.status(container_id)
+    assert [(m.container_path, m.image.image, m.image_sub_path) for m in status.mounts] == [
+        ("/vol", image_id, ""),
+        ("/sub", image_id, "data"),
+    ]
+    assert all(m.readonly for m in status.mounts)
+    # In use: removing the image keeps the layers the volume shows, also over a restart.
+    crisp.daemon.image.RemoveImage(pb.RemoveImageRequest(image=pb.ImageSpec(image=image_id)))
+    crisp.restart(signal.SIGKILL)
+    assert crisp.exec(container_id, "cat", "/sub/b.txt").stdout == b"new\n"
+
+    crisp.daemon.runtime.RemoveContainer(pb.RemoveContainerRequest(container_id=container_id))
+    _nothing_made(crisp)
+
+
+def test_interrupted_create_with_an_image_volume_is_undone_at_start(crisp: Crisp) -> None:
+    pod_id = crisp.run_pod()
+    crisp.daemon.stop()
+    # A daemon killed after it mounted an image volume of a container it was creating.
+    half = "f" * 64
+    bundle = crisp.paths.root / "containers" / half
+    volume = bundle / "volumes" / "0" / "root"
+    volume.mkdir(parents=True)
+    (bundle / "rootfs").mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "ro", "tmpfs", str(volume)], check=True)
+    db = StateDB(crisp.paths.root / "crisp.db")
+    try:
+        document = {
+            "pod_id": pod_id,
+            "name": "half",
+            "attempt": 0,
+            "image": crisp.image,
+            "image_id": "",
+            "layers": [],
+            "bundle": str(bundle),
+            "cgroup": f"/crisp/pod-{pod_id}/crisp-{half}",
+        }
+        db.put("container", half, "creating", document)
+    finally:
+        db.close()
+    crisp.daemon = start_daemon(crisp.paths)
+    assert not bundle.exists()
+    _nothing_made(crisp)

@@ -485,8 +485,8 @@ def test_same_name_and_attempt_is_refused(pods: PodHost) -> None:
                     )
                 ),
             ),
-            grpc.StatusCode.UNIMPLEMENTED,
-            "user namespaces",
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "userns_options.gids: mode POD needs exactly one mapping",
         ),
     ],
 )

@@ -27,11 +27,17 @@ MIB = 1 << 20
 def cgroup(test_parent: str) -> Iterator[V2Manager]:
     assert UNIFIED is not None
     mgr = V2Manager(f"/{test_parent}/ctr", root=UNIFIED)
+    # The manager enables controllers in every ancestor, the host's root included; put the
+    # root back as it was (on a hybrid host, crun refuses a cgroup2 root with controllers).
+    root_enabled = set((UNIFIED / "cgroup.subtree_control").read_text().split())
     try:
         yield mgr
     finally:
         remove_cgroup_dirs(UNIFIED / test_parent)
         assert not (UNIFIED / test_parent).exists()
+        enabled_now = set((UNIFIED / "cgroup.subtree_control").read_text().split())
+        for controller in enabled_now - root_enabled:
+            (UNIFIED / "cgroup.subtree_control").write_text(f"-{controller}")
 
 
 def controllers(mgr: V2Manager) -> set[str]:

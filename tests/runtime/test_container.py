@@ -17,7 +17,7 @@ import pytest
 
 from runtime.cgroups import find_mounts
 from tests.runtime.containers import DriverError, Lab, mounts_under, needs_busybox, read_log
-from tests.runtime.processes import needs_root
+from tests.runtime.processes import Spawn, needs_root
 
 pytestmark = [needs_root, needs_busybox]
 
@@ -366,6 +366,49 @@ def test_user_namespace_with_id_mappings(lab: Lab) -> None:
     out = [r[3].strip() for r in read_log(lab.base / "u.log")]
     assert out == ["0 0 1", "1 100001 65535", "0 0 1", "1 100001 65535", "1", "proc-ok"]
     lab.driver.call("delete", "u")
+
+
+def test_joined_user_namespace_and_idmapped_binds(lab: Lab, spawn: Spawn) -> None:
+    holder = spawn("unshare", "--user", "sleep", "600")
+    userns = f"/proc/{holder.pid}/ns/user"
+    deadline = time.monotonic() + 5
+    while os.readlink(userns) == os.readlink("/proc/self/ns/user"):
+        assert time.monotonic() < deadline, "unshare did not make its user namespace"
+        time.sleep(0.01)
+    # Mapping host root keeps the (root-only) pytest tmp dirs reachable from inside.
+    for name in ("uid_map", "gid_map"):
+        Path(f"/proc/{holder.pid}/{name}").write_text("0 0 1\n1 100001 65535\n")
+    mapping = [
+        {"containerID": 0, "hostID": 0, "size": 1},
+        {"containerID": 1, "hostID": 100001, "size": 65535},
+    ]
+    volume = lab.base / "volume"
+    volume.mkdir()
+    (volume / "file").touch()
+    os.chown(volume / "file", 5, 5)
+    bind = {"type": "bind", "source": str(volume)}
+    mounts = [
+        *lab_mounts(),
+        {**bind, "destination": "/mapped", "options": ["rbind", "ridmap"]},
+        {**bind, "destination": "/plain", "options": ["rbind"]},
+    ]
+    namespaces = [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount")]
+    script = "stat -c %u /mapped/file /plain/file; echo $$; touch /mapped/new; id -u"
+    state, out = run_to_end(
+        lab,
+        ["sh", "-c", script],
+        mounts=mounts,
+        **{
+            "linux.namespaces": [*namespaces, {"type": "user", "path": userns}],
+            "linux.uidMappings": mapping,
+            "linux.gidMappings": mapping,
+        },
+    )
+    assert state["exit_code"] == 0, out
+    # Through the idmapped mount the file's on-disk owner 5 is uid 5 of the namespace;
+    # through the plain one it is host uid 5, which the namespace does not map.
+    assert out.split() == ["5", "65534", "1", "0"]
+    assert os.stat(volume / "new").st_uid == 0
 
 
 def test_readonly_root_cgroup_mount_devices_and_propagation(lab: Lab) -> None:

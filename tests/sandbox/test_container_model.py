@@ -118,6 +118,18 @@ def test_store_reserves_names_per_pod_and_attempt() -> None:
     assert [c.id for c in again.in_pod("q" * 64)] == ["d" * 64]
 
 
+def test_store_reports_the_creation_time_a_restart_reads_back() -> None:
+    records = _Records()
+    store = ContainerStore(records)
+    store.reserve(_container())
+    later = _container(id="b" * 64, name="later")
+    later.created_ns = 0  # the stand-in database stamps it 1: its second record
+    store.reserve(later)
+    recorded = [("a" * 64, 0), ("b" * 64, 1)]
+    assert [(c.id, c.created_ns) for c in store.all()] == recorded
+    assert [(c.id, c.created_ns) for c in ContainerStore(records).all()] == recorded
+
+
 def test_store_finds_by_unique_prefix() -> None:
     store = ContainerStore(_Records())
     store.reserve(_container(id="ab" + "0" * 62))

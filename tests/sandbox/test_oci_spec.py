@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from runtime.capabilities import CAPABILITIES, last_cap
+from runtime.spec import IdMapping
 from runtime.syscalls import capget
 from sandbox.container_config import (
     ContainerRequest,
@@ -337,12 +338,6 @@ def test_bidirectional_on_a_private_mount_is_refused(tmp_path: Path) -> None:
         subprocess.run(["umount", str(private)], check=True)
 
 
-def test_image_volumes_are_reported_unimplemented() -> None:
-    request = ContainerRequest(name="a", mounts=(MountRequest("/x", image="busybox"),))
-    with pytest.raises(Unimplemented, match="image volumes"):
-        spec(request)
-
-
 def test_host_ipc_binds_the_host_dev_shm() -> None:
     request = security(namespaces=NamespaceOptions(ipc=NamespaceMode.NODE))
     shm = next(m for m in spec(request)["mounts"] if m["destination"] == "/dev/shm")
@@ -420,6 +415,28 @@ def test_host_network_pod_shares_the_host_uts() -> None:
     pod = PodContext(**{**POD.__dict__, "network_ns": None, "host_network": True})
     got = namespaces(ContainerRequest(name="a"), pod=pod)
     assert "network" not in got and "uts" not in got
+
+
+def test_pod_user_namespace_joined_with_its_maps_and_idmapped_binds(tmp_path: Path) -> None:
+    ids = (IdMapping(0, 200000, 65536),)
+    pod = PodContext(
+        **{**POD.__dict__, "user_ns": "/run/p/ns/user", "uid_mappings": ids, "gid_mappings": ids}
+    )
+    request = ContainerRequest(
+        name="a", mounts=(MountRequest(container_path="/data", host_path=str(tmp_path)),)
+    )
+    result = spec(request, pod=pod)
+    assert namespaces(request, pod=pod)["user"] == "/run/p/ns/user"
+    oci_ids = [{"containerID": 0, "hostID": 200000, "size": 65536}]
+    assert result["linux"]["uidMappings"] == result["linux"]["gidMappings"] == oci_ids
+    binds = [m for m in result["mounts"] if m["type"] == "bind"]
+    assert {m["destination"] for m in binds} == {
+        "/dev/shm", "/etc/hostname", "/etc/hosts", "/etc/resolv.conf", "/data"
+    }  # fmt: skip
+    for mount in binds:
+        assert "ridmap" in mount["options"], mount
+        assert mount["uidMappings"] == mount["gidMappings"] == oci_ids
+    assert "user" not in namespaces(request) and "uidMappings" not in spec(request)["linux"]
 
 
 # --- resources and cgroups ---

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from runtime.cgroups.resources import Cpu, Memory
+from runtime.cgroups.resources import Cpu, LinuxResources, Memory
 from sandbox.errors import AlreadyExists, InvalidArgument
 from sandbox.pod import (
     CREATING,
@@ -109,6 +109,19 @@ def test_store_keeps_names_unique_per_attempt_and_survives_reopening() -> None:
     reopened.reserve(make_pod("c3" + "0" * 62))  # the name is free again
 
 
+def test_store_reports_the_creation_time_a_restart_reads_back() -> None:
+    records = FakeRecords()
+    records.clock = 100  # the database's clock differs from the one the pod was made with
+    store = PodStore(records)
+    pod = make_pod("a" * 64)
+    store.reserve(pod)
+    found = store.find(pod.id)
+    assert found is not None and found.created_ns == 101
+    store.save(pod)
+    reopened = PodStore(records).find(pod.id)
+    assert reopened is not None and reopened.created_ns == 101
+
+
 def test_store_finds_by_unique_prefix() -> None:
     store = PodStore(FakeRecords())
     store.reserve(make_pod("abc1" + "0" * 60, name="a"))
@@ -183,3 +196,18 @@ def test_pod_limits_add_the_overhead() -> None:
     )
     limits = pod_limits(unlimited)
     assert limits is not None and limits.memory is None  # no limit stays no limit
+
+
+def test_pod_limits_lift_what_an_update_drops() -> None:
+    base = make_pod("a" * 64).config
+    limited = dataclasses.replace(
+        base, resources=Resources(cpu_quota=50_000, memory_limit_in_bytes=1 << 30)
+    )
+    assert pod_limits(base, previous=limited) == LinuxResources(
+        cpu=Cpu(quota=-1), memory=Memory(limit=-1)
+    )
+    shares_only = dataclasses.replace(base, resources=Resources(cpu_shares=256))
+    limits = pod_limits(shares_only, previous=limited)
+    assert limits is not None and limits.cpu == Cpu(shares=256, quota=-1)
+    assert pod_limits(limited, previous=base) == pod_limits(limited)
+    assert pod_limits(base, previous=base) is None

@@ -112,6 +112,15 @@ def test_message_limit_floor(tmp_path: Path) -> None:
         load(sources(tmp_path, main="[grpc]\nmax_message_bytes = 1024\n"))
 
 
+def test_log_size_max_is_unlimited_or_at_least_8192(tmp_path: Path) -> None:
+    assert load(sources(tmp_path)).containers.log_size_max == -1
+    config = load(sources(tmp_path, main="[containers]\nlog_size_max = 8192\n"))
+    assert config.containers.log_size_max == 8192
+    for value in (0, 100, -2):
+        with pytest.raises(ConfigError, match=r"containers.log_size_max.*at least 8192"):
+            load(sources(tmp_path, main=f"[containers]\nlog_size_max = {value}\n"))
+
+
 def test_handlers_merge_and_validate(tmp_path: Path) -> None:
     config = load(
         sources(tmp_path, main='[runtime.handlers.runc]\nkind = "oci"\npath = "/usr/bin/runc"\n')
