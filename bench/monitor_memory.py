@@ -1,7 +1,7 @@
 """Benchmark of what supervision costs per container on a real crisp daemon (prints numbers,
 asserts nothing):
 
-    python -m bench.monitor_memory [--counts 1,10,50] [--breakdown] [--ksm]
+    python -m bench.monitor_memory [--counts 1,10,50] [--breakdown] [--ksm] [--oci-runtime PATH]
     (as root, from the repository root)
 
 Starts a throw-away daemon on temporary paths and a registry on loopback, then grows to 1,
@@ -9,19 +9,28 @@ Starts a throw-away daemon on temporary paths and a registry on loopback, then g
 each size prints the PSS/RSS of the containers' monitors (mean, max), of the pods' pause
 processes, of the daemon and of its fork server. DESIGN.md's budget: a monitor at most 2 MiB
 PSS, a pause process under 1 MiB. `--breakdown` lists the mappings holding most of one
-monitor's private memory (from /proc/PID/smaps), to see where it goes.
+monitor's private memory (from /proc/PID/smaps), to see where it goes. `--oci-runtime
+/usr/sbin/runc` runs the containers under that external runtime instead, whose monitors are
+runtime/oci_monitor.py's.
 
 Monitors opt in to KSM (runtime/monitor.py), which merges the pages they dirtied alike when
 the host runs ksmd; the figures say whether it ran. `--ksm` runs it for the benchmark (the
 host's settings are restored afterwards) and waits for three full scans before each figure.
+
+The daemon runs from bytecode compiled beforehand into a temporary cache, as an installed
+crisp does (pip compiles it). A daemon compiling its sources as it imports them (a changed
+checkout under PYTHONDONTWRITEBYTECODE) leaves the compiler's garbage in the fork server's
+heap, which every monitor shares: about 1 MiB more RSS, and PSS to match.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -34,7 +43,13 @@ from critest.bench_memory import verbose_pid
 from critest.procmem import Memory, memory_of, parent_of
 from critest.registry import Registry
 from runtime.namespaces import mounts_under
-from tests.crisp_daemon import DaemonPaths, RunningDaemon, assert_nothing_left, start_daemon
+from tests.crisp_daemon import (
+    DaemonPaths,
+    RunningDaemon,
+    assert_nothing_left,
+    start_daemon,
+    write_config,
+)
 
 RPC_TIMEOUT = 60
 KSM = Path("/sys/kernel/mm/ksm")
@@ -70,7 +85,24 @@ def wait_for_ksm_scans(scans: int = 3) -> None:
         time.sleep(0.5)
 
 
-def _run_pod(daemon: RunningDaemon, index: int) -> tuple[str, pb.PodSandboxConfig]:
+def compiled_beforehand(cache: Path) -> None:
+    """Have the daemons started from now on read bytecode that `cache` already holds."""
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    os.environ["PYTHONPYCACHEPREFIX"] = str(cache)
+    subprocess.run(
+        [sys.executable, "-c", "import runtime.entry_points, cri.cli, cri.daemon"], check=True
+    )
+
+
+OCI_HANDLER = "oci"
+
+
+def _oci_handler_config(path: str) -> str:
+    """crisp's configuration with the external runtime at `path` as handler OCI_HANDLER."""
+    return f'[runtime.handlers.{OCI_HANDLER}]\nkind = "oci"\npath = "{path}"\n'
+
+
+def _run_pod(daemon: RunningDaemon, index: int, handler: str) -> tuple[str, pb.PodSandboxConfig]:
     options = pb.NamespaceOption(network=pb.NODE, pid=pb.CONTAINER, ipc=pb.POD)
     pod_config = pb.PodSandboxConfig(
         metadata=pb.PodSandboxMetadata(name=f"m{index}", uid=f"m{index}", namespace="bench"),
@@ -78,7 +110,7 @@ def _run_pod(daemon: RunningDaemon, index: int) -> tuple[str, pb.PodSandboxConfi
             security_context=pb.LinuxSandboxSecurityContext(namespace_options=options)
         ),
     )
-    request = pb.RunPodSandboxRequest(config=pod_config)
+    request = pb.RunPodSandboxRequest(config=pod_config, runtime_handler=handler)
     pod_id = daemon.runtime.RunPodSandbox(request, timeout=RPC_TIMEOUT).pod_sandbox_id
     return pod_id, pod_config
 
@@ -161,23 +193,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--counts", default="1,10,50", help="pod counts to measure at")
     parser.add_argument("--breakdown", action="store_true", help="where one monitor's memory is")
     parser.add_argument("--ksm", action="store_true", help="run the host's KSM for the benchmark")
+    parser.add_argument("--oci-runtime", metavar="PATH", help="an external runtime (runc, crun)")
     args = parser.parse_args(argv)
     counts = sorted(int(c) for c in args.counts.split(","))
     with ksm_running() if args.ksm else contextlib.nullcontext():
-        measure(counts, args.breakdown, args.ksm)
+        measure(counts, args.breakdown, args.ksm, args.oci_runtime)
     return 0
 
 
-def measure(counts: Sequence[int], breakdown: bool, wait_for_ksm: bool) -> None:
+def measure(
+    counts: Sequence[int], breakdown: bool, wait_for_ksm: bool, oci_runtime: str | None = None
+) -> None:
     image = ci.busybox_image(ci.RunConfig(cmd=("sleep", "100000")))
     base = Path(tempfile.mkdtemp(prefix="mm", dir="/tmp"))  # short: monitor sockets lie below
     daemon: RunningDaemon | None = None
     pods: list[str] = []
     try:
+        compiled_beforehand(base / "pycache")
         with Registry() as registry:
             ci.Pusher(registry.host).push_image("bench/sleep", image, "v1")
             ref = f"{registry.host}/bench/sleep:v1"
-            daemon = start_daemon(DaemonPaths(base))
+            paths = DaemonPaths(base)
+            if oci_runtime is not None:
+                write_config(paths, _oci_handler_config(oci_runtime))
+            daemon = start_daemon(paths)
             daemon.image.PullImage(
                 pb.PullImageRequest(image=pb.ImageSpec(image=ref)), timeout=RPC_TIMEOUT
             )
@@ -186,7 +225,8 @@ def measure(counts: Sequence[int], breakdown: bool, wait_for_ksm: bool) -> None:
         containers: list[str] = []
         for count in counts:
             while len(pods) < count:
-                pod_id, pod_config = _run_pod(daemon, len(pods))
+                handler = OCI_HANDLER if oci_runtime is not None else ""
+                pod_id, pod_config = _run_pod(daemon, len(pods), handler)
                 pods.append(pod_id)
                 containers.append(_run_container(daemon, pod_id, pod_config, ref))
             time.sleep(1)  # let start-up pages settle (log files opened, first output written)

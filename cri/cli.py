@@ -1,26 +1,23 @@
-"""The `crisp` command: serve (default), config, version, check, status, wipe."""
+"""The `crisp` command: serve (default), config, version, check, status, wipe.
+
+Serving starts the fork server (runtime/zygote.py) before this module imports anything
+else: every module loaded before that fork is memory each container's monitor shares with
+the zygote, and the objects a monitor touches are scattered over that memory. So the
+imports below are few, and the rest come inside the functions that need them.
+"""
 
 from __future__ import annotations
 
-import argparse
-import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cri.config import (
-    DEFAULT_CONFIG_DIR,
-    DEFAULT_CONFIG_FILE,
-    Config,
-    ConfigError,
-    ConfigSources,
-    load,
-    parse_override,
-    reference_markdown,
-    to_toml,
-)
-from cri.endpoint import StartupError
+if TYPE_CHECKING:
+    import argparse
+
+    from cri.config import Config
+    from runtime.zygote import Zygote
 
 # flag → config key; each flag is a shortcut for `--set KEY=VALUE`.
 _PATH_FLAGS: dict[str, str] = {
@@ -39,6 +36,10 @@ _PATH_FLAGS: dict[str, str] = {
 
 
 def _config_flags() -> argparse.ArgumentParser:
+    import argparse
+
+    from cri.config import DEFAULT_CONFIG_DIR, DEFAULT_CONFIG_FILE
+
     parent = argparse.ArgumentParser(add_help=False)
     group = parent.add_argument_group("configuration")
     group.add_argument(
@@ -66,6 +67,8 @@ def _config_flags() -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    import argparse
+
     config_flags = _config_flags()
     parser = argparse.ArgumentParser(
         prog="crisp", description="crisp: a Kubernetes CRI container runtime"
@@ -96,6 +99,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
+    from cri.config import (
+        DEFAULT_CONFIG_DIR,
+        DEFAULT_CONFIG_FILE,
+        ConfigSources,
+        load,
+        parse_override,
+    )
+
     overrides: list[tuple[str, dict[str, Any]]] = []
     for flag, key in _PATH_FLAGS.items():
         value = getattr(args, flag.lstrip("-").replace("-", "_"))
@@ -125,6 +136,8 @@ def _nested(key: str, value: Any) -> dict[str, Any]:
 
 
 def _setup_logging(level: str) -> None:
+    import logging
+
     logging.basicConfig(
         level=level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -152,10 +165,31 @@ def _check(config: Config) -> int:
     return 1 if failed else 0
 
 
+def _start_fork_server() -> Zygote:
+    """Before any thread exists, and before the imports of argument parsing, configuration
+    and the daemon (gRPC, protobuf), whose memory every spawned monitor would share."""
+    import runtime.entry_points  # noqa: F401  (registers the zygote entry points)
+    from runtime.zygote import Zygote
+
+    return Zygote()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     if not arguments or (arguments[0].startswith("-") and arguments[0] not in ("-h", "--help")):
         arguments.insert(0, "serve")
+    zygote = _start_fork_server() if arguments[0] == "serve" else None
+    try:
+        return _run(arguments, zygote)
+    finally:
+        if zygote is not None:
+            zygote.close()  # the daemon closed it already, unless it never got that far
+
+
+def _run(arguments: list[str], zygote: Zygote | None) -> int:
+    from cri.config import ConfigError, reference_markdown, to_toml
+    from cri.endpoint import StartupError
+
     args = build_parser().parse_args(arguments)
     try:
         if args.command == "version":
@@ -177,13 +211,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from cri.status_command import print_status
 
             return print_status(config.grpc.socket, args.timeout, args.json)
+        assert zygote is not None  # `serve` is the only command left
         _setup_logging(config.log_level)
-        # The fork server goes first: before any thread exists, and before the heavy imports
-        # (gRPC, protobuf) whose memory every spawned monitor would otherwise carry.
-        import runtime.entry_points  # noqa: F401  (registers the zygote entry points)
-        from runtime.zygote import Zygote
-
-        zygote = Zygote()
         from cri.daemon import serve
 
         return serve(config, zygote)

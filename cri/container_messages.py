@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterable
 
 from cri import pod_messages
+from cri.message_cache import MessageCache
 from criapi import api_pb2 as pb
 from sandbox.container_config import (
     ContainerRequest,
@@ -201,22 +202,19 @@ def _metadata(container: Container) -> pb.ContainerMetadata:
     return pb.ContainerMetadata(name=container.name, attempt=container.attempt)
 
 
-def containers(listed: Iterable[ListedContainer]) -> list[pb.Container]:
-    return [
-        pb.Container(
-            id=item.container.id,
-            pod_sandbox_id=item.container.pod_id,
-            metadata=_metadata(item.container),
-            image=pb.ImageSpec(image=item.container.image),
-            image_ref=item.container.image_id,
-            image_id=item.container.image_id,
-            state=_STATES[item.observed.state],
-            created_at=item.container.created_ns,
-            labels=item.container.labels,
-            annotations=item.container.annotations,
-        )
-        for item in listed
-    ]
+def _listed_message(container: Container, state: str) -> pb.Container:
+    return pb.Container(
+        id=container.id,
+        pod_sandbox_id=container.pod_id,
+        metadata=_metadata(container),
+        image=pb.ImageSpec(image=container.image),
+        image_ref=container.image_id,
+        image_id=container.image_id,
+        state=_STATES[state],
+        created_at=container.created_ns,
+        labels=container.labels,
+        annotations=container.annotations,
+    )
 
 
 def _resources_message(container: Container) -> pb.ContainerResources:
@@ -240,21 +238,16 @@ def _resources_message(container: Container) -> pb.ContainerResources:
     )
 
 
-def container_status(container: Container, observed: Observed) -> pb.ContainerStatus:
+def _recorded_status(container: Container) -> pb.ContainerStatus:
+    """The part of a container's status that its record holds (not its process's state)."""
     user = container.process_user()
     return pb.ContainerStatus(
         id=container.id,
         metadata=_metadata(container),
-        state=_STATES[observed.state],
         created_at=container.created_ns,
-        started_at=observed.started_ns,
-        finished_at=observed.finished_ns,
-        exit_code=observed.exit_code,
         image=pb.ImageSpec(image=container.image),
         image_ref=container.image_id,
         image_id=container.image_id,
-        reason=observed.reason,
-        message=observed.message,
         labels=container.labels,
         annotations=container.annotations,
         mounts=[
@@ -281,11 +274,55 @@ def container_status(container: Container, observed: Observed) -> pb.ContainerSt
     )
 
 
-def status_response(status: ContainerStatus) -> pb.ContainerStatusResponse:
-    info = {} if status.info is None else {"info": json.dumps(status.info)}
-    return pb.ContainerStatusResponse(
-        status=container_status(status.container, status.observed), info=info
-    )
+def _observe_into(message: pb.ContainerStatus, observed: Observed) -> pb.ContainerStatus:
+    message.state = _STATES[observed.state]
+    message.started_at = observed.started_ns
+    message.finished_at = observed.finished_ns
+    message.exit_code = observed.exit_code
+    message.reason = observed.reason
+    message.message = observed.message
+    return message
+
+
+def container_status(container: Container, observed: Observed) -> pb.ContainerStatus:
+    return _observe_into(_recorded_status(container), observed)
+
+
+def _info(status: ContainerStatus) -> dict[str, str]:
+    return {} if status.info is None else {"info": json.dumps(status.info)}
+
+
+class ContainerMessages:
+    """Container and ContainerStatus messages, the part from a container's record built once
+    per record (see cri/message_cache.py)."""
+
+    def __init__(self) -> None:
+        self._statuses: MessageCache[Container, pb.ContainerStatus] = MessageCache()
+        self._listed: MessageCache[Container, pb.Container] = MessageCache()
+
+    def container_status(self, container: Container, observed: Observed) -> pb.ContainerStatus:
+        message = pb.ContainerStatus()
+        message.CopyFrom(self._recorded_status(container))
+        return _observe_into(message, observed)
+
+    def status_response(self, status: ContainerStatus) -> pb.ContainerStatusResponse:
+        response = pb.ContainerStatusResponse(info=_info(status))
+        # Filled in place: building the status apart would copy it once more.
+        response.status.CopyFrom(self._recorded_status(status.container))
+        _observe_into(response.status, status.observed)
+        return response
+
+    def _recorded_status(self, container: Container) -> pb.ContainerStatus:
+        return self._statuses.get(container.id, container, lambda: _recorded_status(container))
+
+    def containers(self, listed: Iterable[ListedContainer]) -> list[pb.Container]:
+        """Read-only messages: they are shared with later calls."""
+        return [self._listed_message(item.container, item.observed.state) for item in listed]
+
+    def _listed_message(self, container: Container, state: str) -> pb.Container:
+        return self._listed.get(
+            (container.id, state), container, lambda: _listed_message(container, state)
+        )
 
 
 # --- stats ---

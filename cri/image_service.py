@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import grpc
 
+from cri.message_cache import MessageCache
 from criapi import api_pb2 as pb
 from criapi import api_pb2_grpc as pb_grpc
 from imagesvc.auth import Credentials
@@ -23,6 +24,12 @@ _STREAM_BATCH = 100
 class ImageService(pb_grpc.ImageServiceServicer):
     def __init__(self, images: ImageManager) -> None:
         self._images = images
+        # kubelet asks ImageStatus of every container's image before each start.
+        self._messages: MessageCache[ImageRecord, pb.Image] = MessageCache()
+
+    def _image(self, record: ImageRecord) -> pb.Image:
+        """Read-only: the message is shared with later calls."""
+        return self._messages.get(record.id, record, lambda: _image(record))
 
     def PullImage(
         self, request: pb.PullImageRequest, context: grpc.ServicerContext
@@ -56,13 +63,13 @@ class ImageService(pb_grpc.ImageServiceServicer):
         info: dict[str, str] = {}
         if request.verbose:
             info = {"info": json.dumps(self._images.verbose_info(record))}
-        return pb.ImageStatusResponse(image=_image(record), info=info)
+        return pb.ImageStatusResponse(image=self._image(record), info=info)
 
     def ListImages(
         self, request: pb.ListImagesRequest, context: grpc.ServicerContext
     ) -> pb.ListImagesResponse:
         records = self._images.list_images(request.filter.image.image)
-        return pb.ListImagesResponse(images=[_image(r) for r in records])
+        return pb.ListImagesResponse(images=[self._image(r) for r in records])
 
     def StreamImages(
         self, request: pb.StreamImagesRequest, context: grpc.ServicerContext
@@ -70,7 +77,7 @@ class ImageService(pb_grpc.ImageServiceServicer):
         records = self._images.list_images(request.filter.image.image)
         for start in range(0, len(records), _STREAM_BATCH):
             batch = records[start : start + _STREAM_BATCH]
-            yield pb.StreamImagesResponse(images=[_image(r) for r in batch])
+            yield pb.StreamImagesResponse(images=[self._image(r) for r in batch])
 
     def RemoveImage(
         self, request: pb.RemoveImageRequest, context: grpc.ServicerContext

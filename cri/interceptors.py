@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from cri.errors import status_for
-from cri.metrics import Metrics
+from cri.metrics import Metrics, OperationRecorder
 
 log = logging.getLogger("crisp.rpc")
 
@@ -38,16 +38,28 @@ else:
 class ObservingInterceptor(_Interceptor):
     def __init__(self, metrics: Metrics) -> None:
         self._metrics = metrics
+        # Wrapped handlers by method: the services are fixed once the server starts, so each
+        # method is wrapped once rather than on every call. Unknown methods are not kept,
+        # so a client cannot grow this with made-up names.
+        self._observed: dict[str, _Handler] = {}
 
     def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], _Handler | None],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> _Handler | None:
+        method = handler_call_details.method
+        observed = self._observed.get(method)
+        if observed is not None:
+            return observed
         handler = continuation(handler_call_details)
         if handler is None:
             return None
-        method = handler_call_details.method
+        observed = self._observe(method, handler)
+        self._observed[method] = observed
+        return observed
+
+    def _observe(self, method: str, handler: _Handler) -> _Handler:
         if method.startswith("/grpc.health.v1."):
             return handler
         rpc_name, operation = _short_name(method)
@@ -68,18 +80,19 @@ class ObservingInterceptor(_Interceptor):
     def _finish(
         self,
         rpc_name: str,
-        operation: str,
+        recorder: OperationRecorder,
         started: float,
         exc: BaseException | None,
         context: grpc.ServicerContext,
     ) -> None:
         elapsed = time.monotonic() - started
         if exc is None:
-            self._metrics.observe(operation, elapsed, None)
-            log.debug("rpc=%s code=OK duration_ms=%.2f", rpc_name, elapsed * 1000)
+            recorder.observe(elapsed, None)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("rpc=%s code=OK duration_ms=%.2f", rpc_name, elapsed * 1000)
             return
         status = status_for(exc, rpc_name)
-        self._metrics.observe(operation, elapsed, status.code.name)
+        recorder.observe(elapsed, status.code.name)
         if status.expected:
             log.info(
                 "rpc=%s code=%s duration_ms=%.2f error=%r",
@@ -100,6 +113,8 @@ class ObservingInterceptor(_Interceptor):
         context.abort(status.code, status.message)
 
     def _wrap_unary(self, behaviour: Behaviour, rpc_name: str, operation: str) -> Behaviour:
+        recorder = self._metrics.recorder(operation)
+
         def observed(request: Any, context: grpc.ServicerContext) -> Any:
             started = time.monotonic()
             try:
@@ -107,14 +122,16 @@ class ObservingInterceptor(_Interceptor):
             except Exception as exc:  # every failure leaves as a status, never as a crash
                 if _already_aborted(context):
                     raise
-                self._finish(rpc_name, operation, started, exc, context)
+                self._finish(rpc_name, recorder, started, exc, context)
                 raise  # unreachable: abort raises
-            self._finish(rpc_name, operation, started, None, context)
+            self._finish(rpc_name, recorder, started, None, context)
             return response
 
         return observed
 
     def _wrap_stream(self, behaviour: Behaviour, rpc_name: str, operation: str) -> Behaviour:
+        recorder = self._metrics.recorder(operation)
+
         def observed(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             started = time.monotonic()
             try:
@@ -122,9 +139,9 @@ class ObservingInterceptor(_Interceptor):
             except Exception as exc:
                 if _already_aborted(context):
                     raise
-                self._finish(rpc_name, operation, started, exc, context)
+                self._finish(rpc_name, recorder, started, exc, context)
                 raise
-            self._finish(rpc_name, operation, started, None, context)
+            self._finish(rpc_name, recorder, started, None, context)
 
         return observed
 

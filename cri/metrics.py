@@ -47,10 +47,32 @@ class Metrics:
 
     def observe(self, operation: str, seconds: float, code: str | None) -> None:
         """Record one finished operation; `code` is the gRPC code name when it failed."""
-        self.operations.labels(operation=operation).inc()
-        self.operation_latency.labels(operation=operation).observe(seconds)
+        self.recorder(operation).observe(seconds, code)
+
+    def recorder(self, operation: str) -> OperationRecorder:
+        """The series of one operation, looked up once: a label lookup costs more than the
+        update itself, and the fast RPCs take well under a millisecond."""
+        return OperationRecorder(
+            operation,
+            self.operations.labels(operation=operation),
+            self.operation_latency.labels(operation=operation),
+            self.operation_errors,
+        )
+
+
+class OperationRecorder:
+    def __init__(self, operation: str, count: Counter, latency: Histogram, errors: Counter) -> None:
+        self._operation = operation
+        self._count = count
+        self._latency = latency
+        self._errors = errors
+
+    def observe(self, seconds: float, code: str | None) -> None:
+        """Record one finished call; `code` is the gRPC code name when it failed."""
+        self._count.inc()
+        self._latency.observe(seconds)
         if code is not None:
-            self.operation_errors.labels(operation=operation, code=code).inc()
+            self._errors.labels(operation=self._operation, code=code).inc()
 
 
 def create_metrics() -> Metrics:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 
+from cri.message_cache import MessageCache
 from criapi import api_pb2 as pb
 from runtime.spec import IdMapping
 from sandbox.pod import (
@@ -166,16 +167,33 @@ def status_info(status: PodStatus) -> dict[str, str]:
     return {} if status.info is None else {"info": json.dumps(status.info)}
 
 
-def pod_sandboxes(listed: Iterable[ListedPod]) -> list[pb.PodSandbox]:
-    return [
-        pb.PodSandbox(
-            id=item.pod.id,
-            metadata=_metadata(item.pod),
-            state=_STATES[item.state],
-            created_at=item.pod.created_ns,
-            labels=item.pod.config.labels,
-            annotations=item.pod.config.annotations,
-            runtime_handler=item.pod.runtime_handler,
-        )
-        for item in listed
-    ]
+def _pod_sandbox(item: ListedPod) -> pb.PodSandbox:
+    return pb.PodSandbox(
+        id=item.pod.id,
+        metadata=_metadata(item.pod),
+        state=_STATES[item.state],
+        created_at=item.pod.created_ns,
+        labels=item.pod.config.labels,
+        annotations=item.pod.config.annotations,
+        runtime_handler=item.pod.runtime_handler,
+    )
+
+
+class PodMessages:
+    """PodSandbox messages of listed pods, kept between calls (see cri/message_cache.py).
+    A pod record itself is edited in place, but its config is replaced when it changes and
+    the other fields listed are in the key, so a kept message is one of the pod as it is."""
+
+    def __init__(self) -> None:
+        self._listed: MessageCache[PodConfig, pb.PodSandbox] = MessageCache()
+
+    def pod_sandboxes(self, listed: Iterable[ListedPod]) -> list[pb.PodSandbox]:
+        """Read-only messages: they are shared with later calls."""
+        return [
+            self._listed.get(
+                (item.pod.id, item.state, item.pod.created_ns, item.pod.runtime_handler),
+                item.pod.config,
+                lambda: _pod_sandbox(item),  # noqa: B023  (called before the loop moves on)
+            )
+            for item in listed
+        ]

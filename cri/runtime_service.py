@@ -52,6 +52,8 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
         self._image_fs = image_fs  # the mountpoint stats report for writable layers
         self._runtime_version = runtime_version
         self._verbose_info = verbose_info
+        self._container_messages = container_messages.ContainerMessages()
+        self._pod_messages = pod_messages.PodMessages()
 
     def Version(
         self, request: pb.VersionRequest, context: grpc.ServicerContext
@@ -132,7 +134,7 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
         # Always filled (as CRI-O with pod events on): with evented PLEG kubelet reads the
         # pod's containers from here instead of listing them.
         containers = [
-            container_messages.container_status(s.container, s.observed)
+            self._container_messages.container_status(s.container, s.observed)
             for s in self._containers.pod_statuses(status.pod.id)  # the full id, not a prefix
         ]
         return pb.PodSandboxStatusResponse(
@@ -153,12 +155,13 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
         self, request: pb.ListPodSandboxRequest, context: grpc.ServicerContext
     ) -> pb.ListPodSandboxResponse:
         listed = self._pods.list(pod_messages.pod_filter(request.filter))
-        return pb.ListPodSandboxResponse(items=pod_messages.pod_sandboxes(listed))
+        return pb.ListPodSandboxResponse(items=self._pod_messages.pod_sandboxes(listed))
 
     def StreamPodSandboxes(
         self, request: pb.StreamPodSandboxesRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.StreamPodSandboxesResponse]:
-        items = pod_messages.pod_sandboxes(self._pods.list(pod_messages.pod_filter(request.filter)))
+        listed = self._pods.list(pod_messages.pod_filter(request.filter))
+        items = self._pod_messages.pod_sandboxes(listed)
         for start in range(0, len(items), _STREAM_BATCH):
             yield pb.StreamPodSandboxesResponse(pod_sandboxes=items[start : start + _STREAM_BATCH])
 
@@ -193,7 +196,7 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
         self, request: pb.ContainerStatusRequest, context: grpc.ServicerContext
     ) -> pb.ContainerStatusResponse:
         status = self._containers.status(request.container_id, request.verbose)
-        return container_messages.status_response(status)
+        return self._container_messages.status_response(status)
 
     def ListContainers(
         self, request: pb.ListContainersRequest, context: grpc.ServicerContext
@@ -201,7 +204,7 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
         wanted = container_messages.container_filter(
             request.filter, request.filter.HasField("state")
         )
-        listed = container_messages.containers(self._containers.list(wanted))
+        listed = self._container_messages.containers(self._containers.list(wanted))
         return pb.ListContainersResponse(containers=listed)
 
     def StreamContainers(
@@ -210,7 +213,7 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
         wanted = container_messages.container_filter(
             request.filter, request.filter.HasField("state")
         )
-        items = container_messages.containers(self._containers.list(wanted))
+        items = self._container_messages.containers(self._containers.list(wanted))
         for start in range(0, len(items), _STREAM_BATCH):
             yield pb.StreamContainersResponse(containers=items[start : start + _STREAM_BATCH])
 
@@ -339,7 +342,7 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
                 pod_messages.pod_status(self._pods.status(event.pod_id))
             )
         response.containers_statuses.extend(
-            container_messages.container_status(s.container, s.observed)
+            self._container_messages.container_status(s.container, s.observed)
             for s in self._containers.pod_statuses(event.pod_id)
         )
         return response

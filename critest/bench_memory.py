@@ -188,10 +188,12 @@ def measure(
             for pod_id in pod_ids
         }
         workload = with_descendants(pid for pid in container_pids if pid)
-        runtime_pids = runtime.pids() - workload
+        # A shim or monitor may stay a descendant of the daemon (crisp's monitors are
+        # children of its fork server): it counts as a pod helper, not as the daemon.
         shims = {parent_of(pid) or 0 for pid in container_pids if pid}
-        shims -= {0, 1} | runtime_pids | workload
-        sandboxes = sandbox_pids - {0} - runtime_pids - workload - shims
+        shims -= {0, 1} | set(runtime.daemon_pids) | workload
+        sandboxes = sandbox_pids - {0} - set(runtime.daemon_pids) - workload - shims
+        runtime_pids = runtime.pids() - workload - shims - sandboxes
         loaded = Sample.of(runtime_pids)
         helpers = Sample.of(shims | sandboxes)
     return MemoryReport(

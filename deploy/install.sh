@@ -21,6 +21,14 @@
 #                     DIR/etc/crisp.d/*.toml, before or after installing. Keep DIR short:
 #                     a unix socket path holds at most 107 bytes.
 #   CRISP_SKIP_APT=1  do not install Debian packages (they are there already).
+#   CRISP_ENABLE_KSM=0  leave the kernel's samepage merging (ksmd) as it is. By default an
+#                     installation in /opt/crisp turns it on (/sys/kernel/mm/ksm/run = 1,
+#                     until the next boot): each container's monitor offers its memory to
+#                     KSM, and merged it costs about 1 MiB less. ksmd merges only memory
+#                     that opted in (the monitors, and whatever else asked for it), for
+#                     some ksmd CPU time.
+#                     An installation with CRISP_PREFIX leaves it alone unless
+#                     CRISP_ENABLE_KSM=1.
 set -euo pipefail
 src=$(cd "$(dirname "$0")/.." && pwd)
 prefix=${CRISP_PREFIX:-/opt/crisp}
@@ -45,6 +53,16 @@ if [ "${CRISP_SKIP_APT:-}" != 1 ]; then
     apt-get install -y -qq --no-install-recommends \
         python3 python3-venv python3-pip ca-certificates \
         containernetworking-plugins iproute2 iptables libseccomp2 util-linux >/dev/null
+fi
+
+if [ "$prefix" = /opt/crisp ]; then ksm_default=1; else ksm_default=0; fi
+ksm=/sys/kernel/mm/ksm/run
+if [ "${CRISP_ENABLE_KSM:-$ksm_default}" = 1 ]; then
+    if [ -w "$ksm" ]; then
+        echo 1 >"$ksm"
+    else
+        echo "no $ksm to turn on: container monitors will not share their memory" >&2
+    fi
 fi
 
 [ -x "$prefix/venv/bin/python" ] || python3 -m venv "$prefix/venv"

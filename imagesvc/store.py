@@ -9,6 +9,7 @@ in favour of the record written last. So every write is one record, one transact
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 from collections.abc import Iterable, Mapping, Sequence
@@ -17,7 +18,7 @@ from typing import Any, Literal, Protocol
 
 from imagesvc.digest import Digest
 from imagesvc.errors import ImageNotFound, InvalidDigest, InvalidReference
-from imagesvc.reference import ImageReference, parse_reference
+from imagesvc.reference import parse_reference
 
 KIND: Literal["image"] = "image"
 STATE = "present"
@@ -153,28 +154,22 @@ class ImageStore:
         ``name:tag@digest``, which is its digest), or by an unambiguous ID prefix of at
         least 12 hex digits. Raises ``InvalidReference`` for text that is none of these."""
         with self._lock:
-            by_id = self._by_id(text)
+            as_id = _as_id(text)
+            by_id = self._images.get(as_id) if as_id is not None else None
             if by_id is not None:
                 return by_id
             try:
-                reference = parse_reference(text)
+                names = _lookup_names(text)
             except InvalidReference:
                 if _HEX_PREFIX.fullmatch(text):
                     return self._by_prefix(text)
                 raise
-            for name in _lookup_names(reference):
+            for name in names:
                 owner = self._names.get(name)
                 if owner is not None:
                     return self._images[owner]
             if _HEX_PREFIX.fullmatch(text):
                 return self._by_prefix(text)
-            return None
-
-    def _by_id(self, text: str) -> ImageRecord | None:
-        candidate = text if ":" in text else f"sha256:{text}"
-        try:
-            return self._images.get(Digest.parse(candidate))
-        except InvalidDigest:
             return None
 
     def _by_prefix(self, prefix: str) -> ImageRecord | None:
@@ -246,11 +241,42 @@ class ImageStore:
             return [r for r in self._images.values() if not r.names]
 
 
-def _lookup_names(reference: ImageReference) -> list[str]:
+# kubelet and crictl ask for the same few images over and over, and parsing a name costs
+# more than the lookup itself: both parses below are pure, so their answers are kept. Only
+# for texts of a plausible length (no ID or valid reference comes near it): the cache must
+# stay small whatever clients send.
+_PARSED_NAMES = 1024
+_KEPT_TEXT = 1024
+
+
+def _as_id(text: str) -> Digest | None:
+    """`text` as an image ID (``sha256:…`` or bare hex), or None."""
+    return _parse_id(text) if len(text) <= _KEPT_TEXT else _parse_id.__wrapped__(text)
+
+
+def _lookup_names(text: str) -> tuple[str, ...]:
+    """The names the reference `text` is indexed under; InvalidReference if it is none."""
+    if len(text) <= _KEPT_TEXT:
+        return _parse_names(text)
+    return _parse_names.__wrapped__(text)
+
+
+@functools.lru_cache(maxsize=_PARSED_NAMES)
+def _parse_id(text: str) -> Digest | None:
+    candidate = text if ":" in text else f"sha256:{text}"
+    try:
+        return Digest.parse(candidate)
+    except InvalidDigest:
+        return None
+
+
+@functools.lru_cache(maxsize=_PARSED_NAMES)
+def _parse_names(text: str) -> tuple[str, ...]:
+    reference = parse_reference(text)
     if reference.digest is not None:
         # containerd's rule: with a digest, the tag says nothing.
-        return [f"{reference.repository}@{reference.digest}"]
-    return [reference.string()]
+        return (f"{reference.repository}@{reference.digest}",)
+    return (reference.string(),)
 
 
 def _without(record: ImageRecord, names: Iterable[str]) -> ImageRecord:

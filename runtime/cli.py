@@ -13,8 +13,9 @@
 Every invocation is a short-lived process working on the state directory `--root`
 through `Runtime` (runtime/container.py), the same class the daemon uses. Commands that
 start processes (create, run, exec) first fork a private fork server, as the daemon does;
-what it spawns (the monitor, an exec helper) is double-forked into a session of its own,
-so the container and its monitor outlive this command, and the fork server ends with it.
+what it spawns (the monitor, an exec helper) runs in the fork server's session, away from
+this command's, so the container and its monitor outlive this command, and the fork server
+ends with it.
 
 Stdio, as runc maps it: without a terminal the container's process inherits the stdin,
 stdout and stderr this command was started with. The monitor passes them on and keeps no

@@ -22,15 +22,20 @@ import time
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from runtime import control, init, seccomp
-from runtime.cgroups import CgroupError, LinuxResources, new_manager
+from runtime import control
 from runtime.crilog import DEFAULT_MAX_LINE, UNLIMITED
-from runtime.procfs import start_time
+from runtime.procfs import ProcessWatch, start_time, wait_exit
 from runtime.spec import Process, Spec, SpecError, id_map_text, load, process_to_oci
 from runtime.statedir import ExitRecord, StateDir, read_json, write_json
 from runtime.zygote import Zygote, ZygoteError
+
+# What builds containers (the init's setup, cgroup managers, seccomp) is imported by the
+# methods that use it: a `crisp-runtime state`, `list` or `kill` needs none of it, and a
+# short-lived command pays for every module it imports.
+if TYPE_CHECKING:
+    from runtime.cgroups import LinuxResources
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _CREATE_TIMEOUT = 90.0
@@ -87,6 +92,36 @@ class ContainerState:
     log_path: Path | None = None
 
 
+class _Running:
+    """A running container as its monitor last described it. Nothing in that changes until
+    the container exits, which the exit record or the monitor's death tells: a syscall and a
+    poll of a pidfd, where asking the monitor is a round trip to another process."""
+
+    def __init__(self, state: ContainerState, exit_path: Path, monitor: ProcessWatch) -> None:
+        self.state = state
+        self._exit = str(exit_path)
+        self._monitor = monitor
+
+    def still_running(self) -> bool:
+        # access(), not exists(): no exception raised for the usual answer, "absent".
+        return not os.access(self._exit, os.F_OK) and not self._monitor.exited()
+
+    def close(self) -> None:
+        self._monitor.close()
+
+    @classmethod
+    def of(cls, state: ContainerState, exit_path: Path, record: dict[str, Any]) -> _Running | None:
+        """None unless the record names the monitor and it still runs."""
+        monitor_pid, monitor_start = record.get("monitor_pid"), record.get("monitor_start")
+        if not monitor_pid or monitor_start is None:
+            return None
+        try:
+            monitor = ProcessWatch(int(monitor_pid), int(monitor_start))
+        except OSError:  # gone already, or out of descriptors: not remembered, still right
+            return None
+        return cls(state, exit_path, monitor)
+
+
 def _readable(fd: int, timeout: float | None) -> bool:
     """Wait until `fd` can be read (poll, not select: the daemon's fds may exceed 1024)."""
     poller = select.poll()
@@ -109,6 +144,9 @@ class Runtime:
         self.zygote = zygote
         self.max_log_line = max_log_line
         self.max_log_size = max_log_size
+        # Status polls (kubelet, Runtime.wait) of running containers answered without a
+        # round trip to the monitor: a stat and a read of /proc instead.
+        self._running: dict[str, _Running] = {}
         state_root.mkdir(mode=0o700, parents=True, exist_ok=True)
 
     def _dir(self, container_id: str) -> StateDir:
@@ -193,7 +231,15 @@ class Runtime:
         except BaseException:
             self._remove(state, record, kill=False)
             raise
-        return self.state(container_id)
+        # What the monitor has just answered; asking it again would cost a round trip.
+        return ContainerState(
+            id=container_id,
+            bundle=bundle,
+            status=Status.CREATED,
+            pid=int(record["pid"]),
+            created_at=int(record["created_at"]),
+            log_path=log_path,
+        )
 
     def _spawn_monitor(
         self,
@@ -207,8 +253,13 @@ class Runtime:
         assert spec.process is not None
         pid_ns = spec.linux.namespace("pid")
         pid_namespace = None
+        import pickle
+
+        from runtime import init
+
         if pid_ns is not None and not init.pid_namespace_after_user(spec):
             pid_namespace = pid_ns.path or ""
+        _make_cgroup(record["id"], record["cgroups_path"], spec)
         args = {
             "terminal": spec.process.terminal,
             "pid_namespace": pid_namespace,
@@ -223,6 +274,9 @@ class Runtime:
             "stdin": stdin_flags[0],
             "stdin_once": stdin_flags[1],
             "seccomp_bpf": _seccomp_program(spec),
+            # The init would parse config.json again, in a fresh fork where every page the
+            # parser touches is copied first: several ms, where unpickling takes a fraction.
+            "spec": base64.b64encode(pickle.dumps(spec, pickle.HIGHEST_PROTOCOL)).decode(),
             # The fds after the answer pipe: the process's own stdio, then the socket.
             "inherit_stdio": stdio is not None,
             "console_socket": console_socket is not None,
@@ -278,6 +332,12 @@ class Runtime:
     # --- queries ----------------------------------------------------------------------
 
     def state(self, container_id: str) -> ContainerState:
+        running = self._running.get(container_id)
+        if running is not None:
+            if running.still_running():
+                return running.state
+            if self._running.pop(container_id, None) is running:
+                running.close()
         state, record = self._record(container_id)
         exit_record = state.read_exit()
         reply: dict[str, Any] = {}
@@ -302,9 +362,12 @@ class Runtime:
             "log_path": None if log_path is None else Path(log_path),
         }
         if exit_record is None:
-            return ContainerState(
+            current = ContainerState(
                 status=Status(reply["status"]), started_at=int(reply["started_at"]), **common
             )
+            if current.status is Status.RUNNING:
+                self._remember_running(current, state, record)
+            return current
         return ContainerState(
             status=Status.STOPPED,
             started_at=exit_record.started_at,
@@ -315,6 +378,14 @@ class Runtime:
             error=exit_record.error,
             **common,
         )
+
+    def _remember_running(
+        self, current: ContainerState, state: StateDir, record: dict[str, Any]
+    ) -> None:
+        running = _Running.of(current, state.exit, record)
+        # Another thread may have remembered it meanwhile: one entry, one pidfd.
+        if running is not None and self._running.setdefault(current.id, running) is not running:
+            running.close()
 
     def list(self) -> builtins.list[ContainerState]:
         result = []
@@ -364,6 +435,8 @@ class Runtime:
 
     def processes(self, container_id: str) -> builtins.list[int]:
         """Host pids of every process in the container's cgroup (none once it is gone)."""
+        from runtime.cgroups import CgroupError, new_manager
+
         _, record = self._record(container_id)
         try:
             return new_manager(record["cgroups_path"]).pids()
@@ -371,6 +444,8 @@ class Runtime:
             return []
 
     def update(self, container_id: str, resources: LinuxResources) -> None:
+        from runtime.cgroups import CgroupError, new_manager
+
         _, record = self._record(container_id)
         try:
             new_manager(record["cgroups_path"]).update(resources)
@@ -530,17 +605,18 @@ class Runtime:
             buffer += chunk
 
     def wait(self, container_id: str, timeout: float) -> ContainerState:
-        """Poll until the container has stopped, or raise ContainerError after `timeout`."""
+        """Until the container has stopped, or raise ContainerError after `timeout`."""
         deadline = time.monotonic() + timeout
-        delay = 0.005
+        _, record = self._record(container_id)
         while True:
             current = self.state(container_id)
             if current.status is Status.STOPPED:
                 return current
-            if time.monotonic() > deadline:
+            left = deadline - time.monotonic()
+            if left <= 0:
                 raise ContainerError(f"container {container_id} still runs after {timeout}s")
-            time.sleep(delay)
-            delay = min(delay * 2, 0.1)
+            # The monitor exits as soon as it has recorded the exit: wake up then.
+            wait_exit(int(record["monitor_pid"]), record.get("monitor_start"), left)
 
     def delete(self, container_id: str, force: bool = False) -> None:
         """Remove a stopped (or created) container: its cgroup and state directory. A
@@ -589,6 +665,8 @@ class Runtime:
                 control.call(state.socket, {"op": "kill", "signal": int(signal.SIGKILL)}, 5.0)
         if monitor and record.get("monitor_start") is not None:
             self._wait_monitor(int(monitor), int(record["monitor_start"]))
+        from runtime.cgroups import CgroupError, new_manager
+
         manager = new_manager(record["cgroups_path"])
         try:
             if kill and manager.exists():
@@ -602,23 +680,34 @@ class Runtime:
     def _wait_monitor(self, pid: int, started: int) -> None:
         """Give the monitor time to finish; one that hangs is killed (it is ours: same pid
         and start time as recorded)."""
-        deadline = time.monotonic() + _STOP_TIMEOUT
-        killed = False
-        while start_time(pid) == started:
-            if time.monotonic() > deadline:
-                if killed:
-                    raise ContainerError(f"monitor {pid} does not exit even after SIGKILL")
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-                killed = True
-                deadline = time.monotonic() + _STOP_TIMEOUT
-            time.sleep(0.005)
+        if wait_exit(pid, started, _STOP_TIMEOUT):
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        if not wait_exit(pid, started, _STOP_TIMEOUT):
+            raise ContainerError(f"monitor {pid} does not exit even after SIGKILL")
+
+
+def _make_cgroup(container_id: str, path: str, spec: Spec) -> None:
+    """Make the container's cgroup with its limits, for the init to join. Here, in a warm
+    process, that costs a fraction of what it does in the freshly forked init, where every
+    page Python touches is copied first. Removed again with the container (_remove)."""
+    from runtime.cgroups import CgroupError, new_manager
+
+    try:
+        manager = new_manager(path)
+        manager.create()
+        manager.set(spec.linux.resources)
+    except (CgroupError, ValueError) as exc:
+        raise ContainerError(f"container {container_id}: cgroup {path}: {exc}") from None
 
 
 def _seccomp_program(spec: Spec) -> str | None:
     """The spec's seccomp profile compiled to BPF (base64, to travel as JSON), or None."""
     if spec.linux.seccomp is None:
         return None
+    from runtime import seccomp
+
     try:
         program = seccomp.program(dict(spec.linux.seccomp))
     except seccomp.SeccompError as e:

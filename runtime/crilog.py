@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from pathlib import Path
 
 DEFAULT_MAX_LINE = 16 * 1024
 UNLIMITED = -1
@@ -35,7 +34,10 @@ class CriLog:
     only writer, so records never interleave; every record is one write(2)."""
 
     def __init__(
-        self, path: Path | None, max_line: int = DEFAULT_MAX_LINE, max_size: int = UNLIMITED
+        self,
+        path: str | os.PathLike[str] | None,
+        max_line: int = DEFAULT_MAX_LINE,
+        max_size: int = UNLIMITED,
     ) -> None:
         if max_line < 1:
             raise ValueError(f"max log line size must be positive, got {max_line}")
@@ -44,7 +46,8 @@ class CriLog:
                 f"max log size must be {UNLIMITED} (unlimited) or more than {RECORD_OVERHEAD} "
                 f"bytes, got {max_size}"
             )
-        self.path = path
+        # A string, not a Path: pathlib would cost each monitor memory (runtime/monitor.py).
+        self.path = None if path is None else os.fspath(path)
         self.max_size = max_size
         # Under a cap every record must fit the file, so long lines are cut shorter.
         self.max_line = (
@@ -66,7 +69,7 @@ class CriLog:
         """Replace the full file by an empty one. A new file (not a truncated one) is
         renamed into place, so that a reader following the old file sees it rotated."""
         assert self.path is not None and self._fd is not None
-        fresh = self.path.with_name(self.path.name + ".tmp")
+        fresh = f"{self.path}.tmp"
         fd = os.open(
             fresh, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640
         )

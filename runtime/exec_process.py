@@ -157,7 +157,7 @@ def main(args: dict[str, Any], fds: list[int]) -> int:
     try:
         namespaces = _open_namespaces(int(args["pid"]), int(args["start_time"]))
         try:
-            new_manager(str(args["cgroups_path"])).apply(os.getpid())
+            new_manager(str(args["cgroups_path"])).enter()
         except CgroupError as exc:
             raise ExecError(f"joining the container's cgroup: {exc}") from None
         for fd, flag in namespaces:

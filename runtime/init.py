@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pickle
 import socket
 from pathlib import Path
 from typing import Any, NoReturn
@@ -27,7 +28,7 @@ from runtime import rootfs
 from runtime import syscalls as sc
 from runtime.cgroups import CgroupError, new_manager
 from runtime.process import SetupError
-from runtime.spec import Namespace, Spec, SpecError, load
+from runtime.spec import Namespace, Spec, SpecError
 
 NAMESPACE_FLAGS = {
     "pid": sc.CLONE_NEWPID,
@@ -144,21 +145,21 @@ def _sysctls(values: dict[str, str]) -> None:
             raise SetupError(f"linux.sysctl {key}={value!r}: {exc.strerror}") from None
 
 
-def _join_cgroup(spec: Spec, path: str) -> int:
-    """Move this process into its cgroup (before it makes a cgroup namespace or uses any
-    memory worth limiting); returns the OOM kill count to compare with at exit."""
+def _join_cgroup(path: str) -> int:
+    """Move this process into its cgroup, which the runtime has made with its limits
+    (before the process makes a cgroup namespace or uses any memory worth limiting);
+    returns the OOM kill count to compare with at exit."""
     try:
         manager = new_manager(path)
-        manager.create()
-        manager.set(spec.linux.resources)
-        manager.apply(os.getpid())
-        return manager.stats().memory.oom_kills
+        manager.enter()
+        return manager.oom_kills()
     except CgroupError as exc:
         raise SetupError(f"cgroup {path}: {exc}") from None
 
 
 def _setup(
     bundle: Path,
+    parsed_spec: bytes,
     cgroups_path: str,
     terminal: bool,
     channel: socket.socket,
@@ -166,11 +167,13 @@ def _setup(
     seccomp_bpf: bytes | None,
 ) -> NoReturn:
     process_setup.reset_signals()
-    spec = load(bundle)
+    spec = pickle.loads(parsed_spec)
+    if not isinstance(spec, Spec):
+        raise SetupError("the runtime passed no parsed config.json")
     process = spec.process
     if process is None:
         raise SetupError("config.json has no process to run")
-    oom_kills = _join_cgroup(spec, cgroups_path)
+    oom_kills = _join_cgroup(cgroups_path)
     console = os.ttyname(stdio[0]) if terminal else None
     process_setup.attach_stdio(stdio, terminal)
     idmapped = rootfs.idmapped_trees(spec, bundle)
@@ -190,6 +193,7 @@ def _setup(
 
 def run(
     bundle: Path,
+    parsed_spec: bytes,
     cgroups_path: str,
     terminal: bool,
     channel: socket.socket,
@@ -197,9 +201,10 @@ def run(
     seccomp_bpf: bytes | None,
 ) -> NoReturn:
     """Become the container; never returns (execve, or _exit after reporting the error).
-    `seccomp_bpf` is the spec's seccomp profile, compiled by the runtime (seccomp.program)."""
+    `parsed_spec` is bundle/config.json as the runtime parsed it (a pickled Spec), and
+    `seccomp_bpf` its seccomp profile, compiled by the runtime (seccomp.program)."""
     try:
-        _setup(bundle, cgroups_path, terminal, channel, stdio, seccomp_bpf)
+        _setup(bundle, parsed_spec, cgroups_path, terminal, channel, stdio, seccomp_bpf)
     except BaseException as exc:
         known = SetupError | rootfs.RootfsError | SpecError | OSError
         message = str(exc) if isinstance(exc, known) else repr(exc)

@@ -12,14 +12,14 @@ behind are reaped here rather than by the host's init.
 
 from __future__ import annotations
 
-import base64
+import binascii
 import contextlib
 import errno
 import fcntl
 import gc
 import json
 import os
-import selectors
+import select
 import signal
 import socket
 import struct
@@ -33,7 +33,7 @@ from runtime import control, init
 from runtime import syscalls as sc
 from runtime.cgroups import CgroupError, CgroupManager, new_manager
 from runtime.crilog import DEFAULT_MAX_LINE, UNLIMITED, CriLog
-from runtime.statedir import ExitRecord, StateDir
+from runtime.statedir import MONITOR_LOG_NAME, SOCKET_NAME, ExitRecord, StateDir
 from runtime.zygote import entry_point
 
 _SETUP_TIMEOUT = 60.0
@@ -61,9 +61,12 @@ def _write_id_map(pid: int, name: str, text: str) -> None:
 
 class Monitor:
     def __init__(
-        self, args: dict[str, Any], state: StateDir, result_fd: int, passed_fds: list[int]
+        self, args: dict[str, Any], state_dir: str, result_fd: int, passed_fds: list[int]
     ) -> None:
-        self.state = state
+        # Paths are plain strings here: pathlib would cost each monitor some 190 KiB of the
+        # memory monitors share (bench/monitor_memory.py).
+        self.state_dir = state_dir
+        self.socket_path = f"{state_dir}/{SOCKET_NAME}"
         self.result_fd = result_fd
         passed = iter(passed_fds)
         self.inherited_stdio: tuple[int, int, int] | None = None
@@ -73,22 +76,28 @@ class Monitor:
         # The monitor never parses config.json: every function it runs dirties pages it
         # shares with the zygote (DESIGN budget: 2 MiB PSS). The init parses and applies
         # the spec; the runtime passes the few facts the monitor needs.
-        self.bundle = Path(args["bundle"])
+        self.bundle = str(args["bundle"])
         self.terminal = bool(args["terminal"])
         self.pid_namespace: str | None = args.get("pid_namespace")
         self.id_maps = {"uid_map": str(args.get("uid_map")), "gid_map": str(args.get("gid_map"))}
         self.cgroups_path = str(args["cgroups_path"])
         encoded = args.get("seccomp_bpf")
-        self.seccomp_bpf = base64.b64decode(encoded) if encoded else None
+        # binascii, not base64: the module's Python layer would cost each monitor memory.
+        self.seccomp_bpf = binascii.a2b_base64(encoded) if encoded else None
+        # Opaque here (the runtime's parse of config.json, pickled): only the init opens it.
+        self.parsed_spec = binascii.a2b_base64(args.get("spec", ""))
         self._cgroup: CgroupManager | None = None
         log_path = args.get("log_path")
         self.log = CriLog(
-            Path(log_path) if log_path else None,
+            str(log_path) if log_path else None,
             int(args.get("max_line") or DEFAULT_MAX_LINE),
             int(args.get("max_log_size", UNLIMITED)),
         )
         self.stdin_once = bool(args.get("stdin_once"))
-        self.selector = selectors.DefaultSelector()
+        # epoll itself, not the selectors module: its Python layers would cost each monitor
+        # some 130 KiB of the memory it shares with the others (bench/monitor_memory.py).
+        self.poller = select.epoll()
+        self.readers: dict[int, tuple[Any, Callable[[Any], None]]] = {}  # fd → (file, handler)
         self.outputs: dict[int, str] = {}
         self.stdin_fd: int | None = None
         self.attachers: dict[socket.socket, bytearray] = {}
@@ -133,6 +142,12 @@ class Monitor:
         return (in_r, out_w, err_w), [in_r, out_w, err_w]
 
     @property
+    def state(self) -> StateDir:
+        """The state directory as the runtime sees it, for the exit record: written as the
+        monitor ends, off its steady path."""
+        return StateDir(Path(self.state_dir))
+
+    @property
     def cgroup(self) -> CgroupManager:
         if self._cgroup is None:
             self._cgroup = new_manager(self.cgroups_path)
@@ -155,7 +170,7 @@ class Monitor:
     def _open_control(self) -> None:
         """The control socket, and the wake-up pipe a SIGCHLD writes to."""
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-        self.listener.bind(str(self.state.socket))
+        self.listener.bind(self.socket_path)
         self.listener.listen(16)
         self.wake_r, wake_w = os.pipe()
         for fd in (self.wake_r, wake_w):
@@ -175,7 +190,8 @@ class Monitor:
             os.close(self.result_fd)  # the caller must see end-of-file when the monitor goes
             signal.set_wakeup_fd(-1)
             init.run(
-                self.bundle,
+                Path(self.bundle),
+                self.parsed_spec,
                 self.cgroups_path,
                 self.terminal,
                 child_channel,
@@ -183,6 +199,7 @@ class Monitor:
                 self.seccomp_bpf,
             )
         self.init_pid = pid
+        self.parsed_spec = b""  # the init's now
         # Monitors run the same code on the same inherited heap, so most pages each one
         # dirties are alike: where the host runs KSM they are merged (bench/monitor_memory.py).
         # The init has its own memory now and is the last process this one forks, so the
@@ -235,7 +252,7 @@ class Monitor:
             _log(f"removing cgroup after a failed create: {exc}")
         self.listener.close()
         with contextlib.suppress(FileNotFoundError):
-            self.state.socket.unlink()
+            os.unlink(self.socket_path)
 
     def _oom_kills(self) -> int:
         try:
@@ -246,11 +263,11 @@ class Monitor:
     # --- run --------------------------------------------------------------------------
 
     def run(self) -> int:
-        self.selector.register(self.listener, selectors.EVENT_READ, self._accept)
-        self.selector.register(self.wake_r, selectors.EVENT_READ, self._reap)
+        self._watch(self.listener, self._accept)
+        self._watch(self.wake_r, self._reap)
         for fd in self.outputs:
-            self.selector.register(fd, selectors.EVENT_READ, self._output)
-        self._reap(self.wake_r)  # a signal may have come before the selector existed
+            self._watch(fd, self._output)
+        self._reap(self.wake_r)  # a signal may have come before the poller watched for it
         while True:
             timeout = None
             if self.wait_status is not None:
@@ -259,10 +276,22 @@ class Monitor:
                 timeout = max(self.drain_deadline - time.monotonic(), 0)
                 if timeout == 0:
                     break
-            for key, _ in self.selector.select(timeout):
-                key.data(key.fileobj)
+            for fd, _ in self.poller.poll(-1 if timeout is None else timeout):
+                reader = self.readers.get(fd)
+                if reader is not None:  # unless a handler before it in this round closed it
+                    reader[1](reader[0])
         self._finish()
         return 0
+
+    def _watch(self, file: Any, handler: Callable[[Any], None]) -> None:
+        """Call `handler(file)` whenever `file` (a socket or an fd) is readable."""
+        fd = file if isinstance(file, int) else file.fileno()
+        self.poller.register(fd, select.EPOLLIN)
+        self.readers[fd] = (file, handler)
+
+    def _unwatch(self, fd: int) -> None:
+        self.poller.unregister(fd)
+        del self.readers[fd]
 
     def _reap(self, fd: Any) -> None:
         with contextlib.suppress(BlockingIOError):
@@ -295,7 +324,7 @@ class Monitor:
             data = b""
         stream = self.outputs[fd]
         if not data:
-            self.selector.unregister(fd)
+            self._unwatch(fd)
             del self.outputs[fd]
             if fd == self.stdin_fd:
                 self.stdin_fd = None
@@ -330,7 +359,7 @@ class Monitor:
             os.close(fd)
 
     def _detach(self, conn: socket.socket) -> None:
-        self.selector.unregister(conn)
+        self._unwatch(conn.fileno())
         del self.attachers[conn]
         if conn in self.attach_stdin:
             self.attach_stdin.discard(conn)
@@ -367,7 +396,10 @@ class Monitor:
                     self._close_stdin()
 
     def _accept(self, listener: Any) -> None:
-        conn, _ = self.listener.accept()
+        # socket.accept() would look the new socket's family and type up in their enums,
+        # which costs each monitor some 90 KiB of the memory monitors share.
+        fd, _ = self.listener._accept()  # type: ignore[attr-defined]  # accept()'s own first step
+        conn = socket.socket(fileno=fd)
         conn.settimeout(5.0)
         keep = False
         try:
@@ -382,7 +414,7 @@ class Monitor:
             keep = False
         if keep:
             self.attachers[conn] = bytearray()
-            self.selector.register(conn, selectors.EVENT_READ, self._attacher_input)
+            self._watch(conn, self._attacher_input)
         else:
             conn.close()
 
@@ -510,7 +542,7 @@ class Monitor:
             conn.close()
         self.listener.close()
         with contextlib.suppress(FileNotFoundError):
-            self.state.socket.unlink()
+            os.unlink(self.socket_path)
 
 
 def _send_console(console_socket: int, master: int) -> None:
@@ -543,27 +575,27 @@ def main(args: dict[str, Any], fds: list[int]) -> int:
     fds[0]: where to write {"pid": …} once the init waits for start, or {"error": …};
     then, with inherit_stdio, the process's own stdin, stdout and stderr, and with
     console_socket a connected socket that gets the pty master instead of the monitor."""
-    return serve(args, fds[0], lambda state: Monitor(args, state, fds[0], fds[1:]))
+    return serve(args, fds[0], lambda state_dir: Monitor(args, state_dir, fds[0], fds[1:]))
 
 
-def serve(args: dict[str, Any], result: int, make: Callable[[StateDir], Monitor]) -> int:
+def serve(args: dict[str, Any], result: int, make: Callable[[str], Monitor]) -> int:
     """A monitor process's life around the monitor `make` creates: answer on `result`
     with the init's pid (or the error), then run until the container has exited."""
     # What the zygote shares with us stays shared only while nothing writes to its pages;
     # the collector would write to every tracked object it traverses.
     gc.freeze()
     os.set_inheritable(result, False)
-    state = StateDir(Path(args["state_dir"]))
+    state_dir = str(args["state_dir"])
     sc.set_name("crisp-monitor")
     os.chdir("/")
     null = os.open("/dev/null", os.O_RDWR)
-    log = os.open(state.monitor_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    log = os.open(f"{state_dir}/{MONITOR_LOG_NAME}", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     for target, fd in ((0, null), (1, null), (2, log)):
         os.dup2(fd, target)
     os.close(null)
     os.close(log)
     try:
-        monitor = make(state)
+        monitor = make(state_dir)
     except Exception as exc:
         _log(f"create failed: {exc}")
         _report(result, {"error": str(exc) or type(exc).__name__})

@@ -325,6 +325,8 @@ def mounts_under(directory: str | Path) -> list[str]:
 
 def _unescape(field_: str) -> str:
     # mountinfo escapes space, tab, newline and backslash as \ooo
+    if "\\" not in field_:
+        return field_  # nearly every mount point: skip the loop below
     out, i = [], 0
     while i < len(field_):
         code = field_[i + 1 : i + 4]

@@ -15,7 +15,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import secrets
 import socket
 import struct
 import termios
@@ -61,7 +60,9 @@ def main(args: dict[str, Any], fds: list[int]) -> int:
     os.set_inheritable(report, False)
     binary = OciBinary(str(args["binary"]), str(args["root"]))
     state_dir = Path(args["state_dir"])
-    name = f"exec-{secrets.token_hex(6)}"
+    # os.urandom, not secrets: that module would load OpenSSL into the fork server, whose
+    # memory every monitor shares.
+    name = f"exec-{os.urandom(6).hex()}"
     process_file, pid_file, log = (state_dir / f"{name}{end}" for end in (".json", ".pid", ".log"))
     console: socket.socket | None = None
     process = dict(args["process"])

@@ -15,7 +15,6 @@ import contextlib
 import os
 import socket
 import time
-from pathlib import Path
 from typing import Any
 
 from runtime import syscalls as sc
@@ -23,42 +22,45 @@ from runtime.cgroups import CgroupError
 from runtime.monitor import CreateError, Monitor, serve
 from runtime.monitor import _log as diagnostic
 from runtime.oci_command import ConsoleError, OciBinary, failure, read_pid, receive_pty
-from runtime.statedir import StateDir
 from runtime.zygote import entry_point
 
 _CONSOLE_WAIT_SECONDS = 5.0
 
 
-def runtime_log(state: StateDir) -> Path:
+# Paths in the container's state directory, as plain strings like the monitor's own
+# (runtime/monitor.py: pathlib would cost each monitor memory).
+
+
+def runtime_log(state_dir: str) -> str:
     """Where the binary writes its errors for this container's create, start and delete."""
-    return state.path / "runtime.log"
+    return f"{state_dir}/runtime.log"
 
 
-def pid_file(state: StateDir) -> Path:
-    return state.path / "init.pid"
+def pid_file(state_dir: str) -> str:
+    return f"{state_dir}/init.pid"
 
 
-def console_socket(state: StateDir) -> Path:
-    return state.path / "console.sock"
+def console_socket(state_dir: str) -> str:
+    return f"{state_dir}/console.sock"
 
 
 class ExternalMonitor(Monitor):
-    def __init__(self, args: dict[str, Any], state: StateDir, result_fd: int) -> None:
+    def __init__(self, args: dict[str, Any], state_dir: str, result_fd: int) -> None:
         self.binary = OciBinary(str(args["binary"]), str(args["root"]))
         self.container_id = str(args["id"])
-        super().__init__(args, state, result_fd, [])
+        super().__init__(args, state_dir, result_fd, [])
 
     def create(self, stdin: bool) -> None:
         sc.set_child_subreaper()  # the init is ours once the binary's create has exited
         self._open_control()
-        log = runtime_log(self.state)
-        argv = ["create", "--bundle", str(self.bundle), "--pid-file", str(pid_file(self.state))]
+        log = runtime_log(self.state_dir)
+        argv = ["create", "--bundle", self.bundle, "--pid-file", pid_file(self.state_dir)]
         console: socket.socket | None = None
         if self.terminal:
             console = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-            console.bind(str(console_socket(self.state)))
+            console.bind(console_socket(self.state_dir))
             console.listen(1)
-            argv += ["--console-socket", str(console_socket(self.state))]
+            argv += ["--console-socket", console_socket(self.state_dir)]
             null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
             stdio, child_fds = (null, null, null), [null]
         else:
@@ -75,7 +77,7 @@ class ExternalMonitor(Monitor):
                 raise CreateError(error)
             # No OOM baseline is read: the binary makes the container's cgroup afresh, and
             # reading the cgroup's statistics here would cost the monitor half a MiB.
-            self.init_pid = read_pid(pid_file(self.state))
+            self.init_pid = read_pid(pid_file(self.state_dir))
             if console is not None:
                 self._take_console(console, stdin)
         except BaseException:
@@ -85,7 +87,7 @@ class ExternalMonitor(Monitor):
             if console is not None:
                 console.close()
                 with contextlib.suppress(FileNotFoundError):
-                    console_socket(self.state).unlink()
+                    os.unlink(console_socket(self.state_dir))
 
     def _take_console(self, console: socket.socket, stdin: bool) -> None:
         """The pty master the binary sent becomes the container's output, and its input
@@ -101,7 +103,7 @@ class ExternalMonitor(Monitor):
 
     def _abort(self) -> None:
         """Undo create: `delete --force` kills what the binary made and removes its state."""
-        error = self.binary.run(runtime_log(self.state), "delete", "--force", self.container_id)
+        error = self.binary.run(runtime_log(self.state_dir), "delete", "--force", self.container_id)
         if error is not None:
             # The binary may have failed before it recorded anything: nothing to delete.
             diagnostic(f"deleting after a failed create: {error}")
@@ -111,13 +113,13 @@ class ExternalMonitor(Monitor):
             diagnostic(f"removing cgroup after a failed create: {exc}")
         self.listener.close()
         with contextlib.suppress(FileNotFoundError):
-            self.state.socket.unlink()
+            os.unlink(self.socket_path)
 
     def _start(self) -> dict[str, Any]:
         self._reap(self.wake_r)  # an init killed while created must not count as started
         if self._status() != "created":
             raise ValueError(f"container is {self._status()}, not created")
-        error = self.binary.run(runtime_log(self.state), "start", self.container_id)
+        error = self.binary.run(runtime_log(self.state_dir), "start", self.container_id)
         if error is not None:
             self.start_error = error
             raise ValueError(error)
@@ -131,4 +133,4 @@ def main(args: dict[str, Any], fds: list[int]) -> int:
     (bundle, state_dir, cgroups_path, log_path, max_line, max_log_size, stdin,
     stdin_once, terminal), and binary, root (its --root) and id; fds[0]: where the
     answer goes."""
-    return serve(args, fds[0], lambda state: ExternalMonitor(args, state, fds[0]))
+    return serve(args, fds[0], lambda state_dir: ExternalMonitor(args, state_dir, fds[0]))

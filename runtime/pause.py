@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import platform
 import select
 import signal
 import struct
@@ -222,7 +221,7 @@ _MFD_EXEC = 0x0010  # kernels with vm.memfd_noexec need it said explicitly
 
 def supported() -> str | None:
     """Why the pause binary cannot run on this machine, or None when it can."""
-    machine = platform.machine()
+    machine = os.uname().machine
     if machine != "x86_64":
         return f"the built-in pause process is x86_64 only, this machine is {machine}"
     return None

@@ -386,9 +386,13 @@ def setup(
     propagation = mountopts.PROPAGATION[propagation_name]
     try:
         sc.mount(None, "/", None, propagation | sc.MS_REC)
-        parent, shared = _parent_mount(rootfs)
-        if shared:
-            sc.mount(None, parent, None, sc.MS_PRIVATE)
+        # pivot_root refuses a shared parent mount. After a recursive slave, private or
+        # unbindable remount none is shared: only a shared propagation needs the lookup,
+        # which reads every mount the host has.
+        if propagation & sc.MS_SHARED:
+            parent, shared = _parent_mount(rootfs)
+            if shared:
+                sc.mount(None, parent, None, sc.MS_PRIVATE)
         sc.mount(rootfs, rootfs, None, sc.MS_BIND | sc.MS_REC)
     except OSError as exc:
         raise _mount_error(f"rootfs {rootfs}", exc) from None

@@ -15,7 +15,7 @@ Names libseccomp does not know yet are skipped at compile time, not refused.
 from __future__ import annotations
 
 import errno
-import platform
+import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -156,8 +156,8 @@ def _arg(index: int, op: str, value: int) -> dict[str, Any]:
 
 def runtime_default(capabilities: Iterable[str], machine: str | None = None) -> dict[str, Any]:
     """RuntimeDefault for a container whose bounding set is `capabilities`, on `machine`
-    (platform.machine() of this host unless given). Returns a fresh dict."""
-    machine = machine or platform.machine()
+    (the machine of this host's uname unless given). Returns a fresh dict."""
+    machine = machine or os.uname().machine
     caps = set(capabilities)
     rules = [_allow(ALLOWED + _ARCH_SYSCALLS.get(machine, ()))]
     rules += [_allow(["personality"], _arg(0, "SCMP_CMP_EQ", p)) for p in _PERSONALITIES]

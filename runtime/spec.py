@@ -12,10 +12,14 @@ import resource
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from runtime.capabilities import CapabilitySet, UnknownCapabilityError, to_names
-from runtime.cgroups.resources import InvalidResourcesError, LinuxResources, from_oci
+# Capabilities (ctypes, libc) and the cgroup resource model (which loads every cgroup
+# module) are imported where a spec is parsed or written: what only reads container state,
+# as `crisp-runtime state` or `list`, then pays for neither.
+if TYPE_CHECKING:
+    from runtime.capabilities import CapabilitySet
+    from runtime.cgroups.resources import LinuxResources
 
 
 class SpecError(ValueError):
@@ -109,13 +113,19 @@ class Device:
     gid: int | None = None
 
 
+def _no_resources() -> LinuxResources:
+    from runtime.cgroups.resources import LinuxResources
+
+    return LinuxResources()
+
+
 @dataclass(frozen=True)
 class Linux:
     namespaces: tuple[Namespace, ...] = ()
     uid_mappings: tuple[IdMapping, ...] = ()
     gid_mappings: tuple[IdMapping, ...] = ()
     devices: tuple[Device, ...] = ()
-    resources: LinuxResources = field(default_factory=LinuxResources)
+    resources: LinuxResources = field(default_factory=_no_resources)
     cgroups_path: str = ""
     sysctl: Mapping[str, str] = field(default_factory=dict)
     masked_paths: tuple[str, ...] = ()
@@ -248,6 +258,8 @@ def parse_process(raw: object, where: str = "process") -> Process:
     for i, entry in enumerate(env):
         if "=" not in entry:
             raise SpecError(f"{where}.env[{i}] must be NAME=VALUE, got {entry!r}")
+    from runtime.capabilities import CapabilitySet, UnknownCapabilityError
+
     caps = obj.get("capabilities")
     try:
         capabilities = None if caps is None else CapabilitySet.from_oci(_object(caps, where))
@@ -346,6 +358,8 @@ def _sysctl(raw: object, where: str) -> dict[str, str]:
 
 
 def _linux(obj: Mapping[str, Any], where: str) -> Linux:
+    from runtime.cgroups.resources import InvalidResourcesError, from_oci
+
     try:
         resources = from_oci(obj.get("resources"), f"{where}.resources")
     except InvalidResourcesError as exc:
@@ -483,6 +497,8 @@ def process_to_oci(process: Process) -> dict[str, Any]:
     }
     caps = process.capabilities
     if caps is not None:
+        from runtime.capabilities import to_names
+
         result["capabilities"] = {
             name: to_names(getattr(caps, name))
             for name in ("bounding", "effective", "inheritable", "permitted", "ambient")

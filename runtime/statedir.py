@@ -28,6 +28,12 @@ class ExitRecord:
     error: str = ""  # why it failed to start, if it did
 
 
+# The monitor's files by name: a monitor builds its paths as plain strings, since pathlib
+# would cost each monitor some 190 KiB of the memory monitors share (runtime/monitor.py).
+SOCKET_NAME = "monitor.sock"
+MONITOR_LOG_NAME = "monitor.log"
+
+
 @dataclass(frozen=True)
 class StateDir:
     path: Path
@@ -38,7 +44,7 @@ class StateDir:
 
     @property
     def socket(self) -> Path:
-        return self.path / "monitor.sock"
+        return self.path / SOCKET_NAME
 
     @property
     def exit(self) -> Path:
@@ -46,23 +52,24 @@ class StateDir:
 
     @property
     def monitor_log(self) -> Path:
-        return self.path / "monitor.log"
+        return self.path / MONITOR_LOG_NAME
 
     def read_exit(self) -> ExitRecord | None:
         data = read_json(self.exit)
         return None if data is None else ExitRecord(**data)
 
     def write_exit(self, record: ExitRecord) -> None:
-        write_json(self.exit, asdict(record), durable=True)
+        write_json(self.exit, asdict(record))
 
 
-def write_json(path: Path, data: dict[str, Any], durable: bool = False) -> None:
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    # No fsync: the state root lies in the volatile run directory (tmpfs, gone with the
+    # host and its containers); a daemon crash leaves the page cache, so a reader after
+    # a restart sees what was written.
     temporary = path.with_name(f".{path.name}.tmp")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
         os.write(fd, json.dumps(data).encode())
-        if durable:
-            os.fsync(fd)
     finally:
         os.close(fd)
     os.replace(temporary, path)

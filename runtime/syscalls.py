@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import platform
 from collections.abc import Mapping
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -149,13 +148,15 @@ def _path(value: str | os.PathLike[str] | None) -> bytes | None:
 
 def unshare(flags: int) -> None:
     """Move the calling thread/process into new namespaces given by CLONE_* flags."""
-    _check(_libc.unshare(ctypes.c_int(flags)), f"unshare({format_flags(flags, _CLONE_NAMES)})")
+    # The message only on failure: monitors call this, and its making costs them memory.
+    if _libc.unshare(ctypes.c_int(flags)) == -1:
+        raise _fail(f"unshare({format_flags(flags, _CLONE_NAMES)})")
 
 
 def setns(fd: int, nstype: int = 0) -> None:
     """Join the namespace referred to by `fd` (an open /proc/PID/ns/* file or pidfd)."""
-    call = f"setns(fd={fd}, {format_flags(nstype, _CLONE_NAMES) if nstype else '0'})"
-    _check(_libc.setns(ctypes.c_int(fd), ctypes.c_int(nstype)), call)
+    if _libc.setns(ctypes.c_int(fd), ctypes.c_int(nstype)) == -1:  # as unshare: message on failure
+        raise _fail(f"setns(fd={fd}, {format_flags(nstype, _CLONE_NAMES) if nstype else '0'})")
 
 
 def setns_path(path: str | os.PathLike[str], nstype: int = 0) -> None:
@@ -202,7 +203,7 @@ def umount2(target: str | os.PathLike[str], flags: int = 0) -> None:
 def pivot_root(new_root: str | os.PathLike[str], put_old: str | os.PathLike[str]) -> None:
     """pivot_root(2). Passing "." for both stacks the old root on top of the new one,
     which is then detached with umount2(".", MNT_DETACH) — no put_old directory needed."""
-    machine = platform.machine()
+    machine = os.uname().machine
     try:
         number = _SYS_PIVOT_ROOT[machine]
     except KeyError:
@@ -312,15 +313,36 @@ def setdomainname(name: str) -> None:
     _check(_libc.setdomainname(raw, ctypes.c_size_t(len(raw))), f"setdomainname({name!r})")
 
 
+# Typed once, so a call converts its integers in C: every monitor calls prctl, and Python-level
+# argument objects (and an error message made in advance) would cost each some 60 KiB of the
+# memory monitors share.
+_prctl = ctypes.CFUNCTYPE(
+    ctypes.c_int,
+    ctypes.c_int,
+    ctypes.c_ulong,
+    ctypes.c_ulong,
+    ctypes.c_ulong,
+    ctypes.c_ulong,
+    use_errno=True,
+)(("prctl", _libc))
+
+
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
     """Raw prctl(2); prefer the named helpers below."""
-    shown = [_PR_NAMES.get(option, str(option)), str(arg2), str(arg3), str(arg4), str(arg5)]
+    result: int = _prctl(option, arg2, arg3, arg4, arg5)
+    if result == -1:
+        raise _fail(_prctl_call(option, arg2, arg3, arg4, arg5))
+    return result
+
+
+def _prctl_call(option: int, *args: int) -> str:
+    """A prctl call as its error names it, e.g. prctl(PR_SET_CHILD_SUBREAPER, 1)."""
+    shown = [_PR_NAMES.get(option, str(option)), *map(str, args)]
     if option == PR_CAP_AMBIENT:
-        shown[1] = _AMBIENT_NAMES.get(arg2, shown[1])
+        shown[1] = _AMBIENT_NAMES.get(args[0], shown[1])
     while len(shown) > 1 and shown[-1] == "0":
         shown.pop()
-    args = (ctypes.c_ulong(a) for a in (arg2, arg3, arg4, arg5))
-    return _check(_libc.prctl(ctypes.c_int(option), *args), f"prctl({', '.join(shown)})")
+    return f"prctl({', '.join(shown)})"
 
 
 def set_no_new_privs() -> None:
@@ -366,9 +388,14 @@ def set_keepcaps(enabled: bool) -> None:
 
 
 def set_name(name: str) -> None:
-    """Set the thread's comm name (15 bytes max, truncated by the kernel)."""
-    buf = ctypes.create_string_buffer(name.encode()[:15])
-    _check(_libc.prctl(ctypes.c_int(PR_SET_NAME), buf, 0, 0, 0), f"prctl(PR_SET_NAME, {name!r})")
+    """Set the thread's comm name (15 bytes max, truncated by the kernel), as
+    prctl(PR_SET_NAME) does. Through /proc rather than ctypes: every monitor calls this,
+    and ctypes' argument handling dirties some 80 KiB of the memory monitors share."""
+    fd = os.open("/proc/thread-self/comm", os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, name.encode())
+    finally:
+        os.close(fd)
 
 
 def capbset_read(cap: int) -> bool:

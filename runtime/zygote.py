@@ -5,9 +5,14 @@ a lock some other thread held at fork time. So before any thread exists the daem
 this zygote, a single-threaded child that only ever forks itself. Forking a warm interpreter
 costs about a millisecond, where exec'ing a fresh one costs over 100 ms.
 
-Each spawned process is double-forked into its own session, so it is reparented away from
-the zygote and outlives the daemon (monitors must survive a daemon restart). The zygote
-itself dies with the daemon (PR_SET_PDEATHSIG).
+The zygote leads a session of its own, away from the daemon's (and its terminal); each
+spawned process gets a process group of its own in that session, without leading the
+session, so it can never acquire a controlling terminal. What it spawned is reaped as it
+exits (the zygote ignores SIGCHLD). The zygote dies with the daemon (PR_SET_PDEATHSIG); what
+it spawned is then reparented to init and keeps running (monitors must survive a daemon
+restart). A double fork would give each its own session and reparent it at once, but the
+second fork and the intermediate's exit cost every spawn milliseconds (the heap is large),
+on the path of each container create.
 
 What a spawned process runs is an *entry point*: a function registered by name with
 `entry_point`, imported before the zygote starts, called with JSON arguments and the file
@@ -130,9 +135,15 @@ def _serve(control: socket.socket) -> int:
     if os.getppid() == 1:  # the daemon died before the line above took effect
         return 0
     syscalls.set_name("crisp-zygote")
+    os.setsid()
     # Terminal signals belong to the daemon; the zygote only goes when its socket closes.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # The kernel reaps what the zygote spawned (no zombies), with no Python handler: a
+    # spawned process resets SIGCHLD first, and signal.signal() would try to make a
+    # Handlers member of such a function, which costs each process ~100 KiB of memory it
+    # shares with the zygote (bench/monitor_memory.py).
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
     while True:
         try:
             request, fds = _receive(control)
@@ -157,37 +168,19 @@ def _fork_entry(control: socket.socket, request: dict[str, Any], fds: list[int])
     if function is None:
         raise ZygoteError(f"unknown entry point {name!r}")
     args = request.get("args") or {}
-    read_end, write_end = os.pipe()
     # The zygote and its children are single-threaded, and the interpreter's fork hooks
     # would cost every spawned process memory (see fork_single_threaded). Skipping them
     # leaves siblings with one `random` state: nothing spawned here may rely on it.
-    intermediate = syscalls.fork_single_threaded()
-    if intermediate == 0:
+    pid = syscalls.fork_single_threaded()
+    if pid == 0:
         status = 1
         try:
-            os.close(read_end)
-            os.setsid()
-            final = syscalls.fork_single_threaded()
-            if final == 0:
-                os.close(write_end)
-                control.close()
-                signal.signal(signal.SIGINT, signal.SIG_DFL)
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)
-                status = 1
-                try:
-                    status = function(args, fds)
-                finally:
-                    os._exit(status)
-            os.write(write_end, str(final).encode())
-            status = 0
+            # First: this process's own children must not be reaped by the kernel unseen.
+            for signum in (signal.SIGCHLD, signal.SIGINT, signal.SIGTERM):
+                signal.signal(signum, signal.SIG_DFL)
+            os.setpgid(0, 0)
+            control.close()
+            status = function(args, fds)
         finally:
             os._exit(status)
-    os.close(write_end)
-    try:
-        _, wait_status = os.waitpid(intermediate, 0)
-        reported = os.read(read_end, 32)
-    finally:
-        os.close(read_end)
-    if os.waitstatus_to_exitcode(wait_status) != 0 or not reported:
-        raise ZygoteError(f"intermediate process failed to fork {name!r}")
-    return int(reported)
+    return pid

@@ -10,11 +10,10 @@ from __future__ import annotations
 import logging
 import threading
 
-from runtime.statedir import StateDir
 from sandbox.container_context import ContainerContext
 from sandbox.container_record import CREATED, CREATING, RUNNING
 from sandbox.container_remove import dismantle
-from sandbox.container_status import observe
+from sandbox.container_status import exit_recorded, observe
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +36,7 @@ def notice_exits(ctx: ContainerContext) -> None:
     for container in ctx.store.all():
         if container.state not in (CREATED, RUNNING):
             continue
-        if StateDir(ctx.runtime_of(container).state_root / container.id).exit.exists():
+        if exit_recorded(ctx, container):
             observe(ctx, container)
 
 

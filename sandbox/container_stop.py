@@ -5,18 +5,16 @@ from __future__ import annotations
 
 import contextlib
 import signal
-import time
 
 from runtime.cgroups import CgroupError
 from runtime.container import ContainerError, ContainerNotFoundError, InvalidStateError, Status
-from runtime.procfs import start_time
+from runtime.procfs import start_time, wait_exit
 from sandbox.container_context import ContainerContext
 from sandbox.container_record import CREATING, Container
 from sandbox.container_status import observe
 from sandbox.errors import DeadlineExceeded
 
 _KILL_WAIT_SECONDS = 10.0
-_POLL_SECONDS = 0.002
 
 
 def stop(ctx: ContainerContext, container_id: str, timeout: int) -> None:
@@ -38,16 +36,17 @@ def halt(ctx: ContainerContext, container: Container, timeout: int) -> None:
             started = start_time(state.pid)
             with contextlib.suppress(InvalidStateError):
                 ctx.runtime_of(container).kill(container.id, _signal_number(container.stop_signal))
-            _wait_gone(state.pid, started, time.monotonic() + timeout)
+            wait_exit(state.pid, started, timeout)
         # What is left: a main process that ignored the signal, or, in a PID namespace
         # shared with the pod, its children (they would hold its output open).
-        try:
-            ctx.runtime_of(container).kill(container.id, signal.SIGKILL, all=True)
-        except ContainerError:
-            # The main process is gone and its monitor takes no more signals: the strays
-            # are killed through the cgroup.
-            with contextlib.suppress(CgroupError, OSError):
-                ctx.cgroups(container.cgroup).kill()
+        if _has_processes(ctx, container):
+            try:
+                ctx.runtime_of(container).kill(container.id, signal.SIGKILL, all=True)
+            except ContainerError:
+                # The main process is gone and its monitor takes no more signals: the
+                # strays are killed through the cgroup.
+                with contextlib.suppress(CgroupError, OSError):
+                    ctx.cgroups(container.cgroup).kill()
         try:
             ctx.runtime_of(container).wait(container.id, _KILL_WAIT_SECONDS)
         except ContainerError as e:
@@ -55,12 +54,13 @@ def halt(ctx: ContainerContext, container: Container, timeout: int) -> None:
     observe(ctx, container)
 
 
-def _wait_gone(pid: int, started: int | None, deadline: float) -> None:
-    """Until the process (same pid and start time) has exited, or the deadline."""
-    delay = _POLL_SECONDS
-    while started is not None and start_time(pid) == started and time.monotonic() < deadline:
-        time.sleep(delay)
-        delay = min(delay * 2, 0.05)
+def _has_processes(ctx: ContainerContext, container: Container) -> bool:
+    """Whether anything still runs in the container's cgroup: a process that has exited
+    with nothing left behind needs no killing (which freezes the cgroup, a few ms)."""
+    try:
+        return bool(ctx.cgroups(container.cgroup).pids())
+    except (CgroupError, OSError):
+        return True
 
 
 def _signal_number(name: str) -> int:

@@ -7,7 +7,7 @@ import contextlib
 import shutil
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -16,6 +16,7 @@ from runtime import namespaces
 from runtime.cgroups import CgroupManager
 from runtime.zygote import Zygote
 from sandbox.node import RuntimeHandler
+from sandbox.pause_watch import PauseWatch
 from sandbox.pod_files import HOST_HOSTS, HOST_RESOLV_CONF
 from sandbox.pod_store import PodStore
 
@@ -100,3 +101,4 @@ class PodContext:
     locks: KeyedLocks
     pin_root: PinRoot
     cgroups: Callable[[str], CgroupManager]  # a manager for a cgroup path
+    pauses: PauseWatch = field(default_factory=PauseWatch)

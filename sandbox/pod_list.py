@@ -36,7 +36,7 @@ def list_pods(ctx: PodContext, wanted: PodFilter) -> list[ListedPod]:
     for pod in ctx.store.all():
         if pod.state == CREATING:
             continue  # not a sandbox yet: it appears once RunPodSandbox has answered
-        state = observed_state(pod)
+        state = observed_state(ctx, pod)
         if matches(pod, state, wanted):
             listed.append(ListedPod(pod, state))
     return listed

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from runtime import pause
 from sandbox.errors import NotFound
 from sandbox.pod import NOTREADY, READY, PodSandbox
 from sandbox.pod_context import PodContext
@@ -18,12 +17,12 @@ class PodStatus:
     info: dict[str, Any] | None  # with verbose only
 
 
-def observed_state(pod: PodSandbox) -> str:
+def observed_state(ctx: PodContext, pod: PodSandbox) -> str:
     """READY only while everything is there: a pause process that died (killed, OOM) makes
     the pod NOTREADY, so that kubelet replaces it."""
     if pod.state != READY:
         return NOTREADY
-    if pod.pause_pid and not pause.is_alive(pod.pause_pid, pod.pause_start_time):
+    if pod.pause_pid and not ctx.pauses.alive(pod.pause_pid, pod.pause_start_time):
         return NOTREADY
     return READY
 
@@ -32,7 +31,8 @@ def status(ctx: PodContext, pod_id: str, verbose: bool) -> PodStatus:
     pod = ctx.store.find(pod_id)
     if pod is None:
         raise NotFound(f"pod sandbox {pod_id} not found")
-    return PodStatus(pod, observed_state(pod) == READY, verbose_info(pod) if verbose else None)
+    ready = observed_state(ctx, pod) == READY
+    return PodStatus(pod, ready, verbose_info(pod) if verbose else None)
 
 
 def verbose_info(pod: PodSandbox) -> dict[str, Any]:

@@ -35,6 +35,7 @@ def halt(ctx: PodContext, pod: PodSandbox) -> None:
             pause.stop(pod.pause_pid, pod.pause_start_time)
         except TimeoutError as e:
             raise DeadlineExceeded(f"pod sandbox {pod.id}: {e}") from e
+        ctx.pauses.forget(pod.pause_pid, pod.pause_start_time)
     pod_cgroups.destroy_infra(ctx.cgroups, pod)
     if pod.network_attached:
         pod_network.detach(ctx.network, pod)

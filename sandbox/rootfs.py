@@ -88,9 +88,11 @@ def _unmount_views(bundle: Path, views: list[Path]) -> None:
 def remove(bundle: Path) -> None:
     """Unmount the overlay and delete the bundle with its writable layer; idempotent."""
     namespaces.unmount(bundle / "rootfs")
-    # Layer views a crash left mounted: deleting through them would empty the layers.
-    for view in namespaces.mounts_under(bundle / _VIEWS):
-        namespaces.unmount(view)
+    # Layer views a crash left mounted: deleting through them would empty the layers. (Only
+    # a user-namespaced pod's container has their directory; the lookup reads every mount.)
+    if (bundle / _VIEWS).is_dir():
+        for view in namespaces.mounts_under(bundle / _VIEWS):
+            namespaces.unmount(view)
     with contextlib.suppress(FileNotFoundError):
         shutil.rmtree(bundle)
 

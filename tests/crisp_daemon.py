@@ -17,6 +17,8 @@ import grpc
 
 from criapi import api_pb2 as pb
 from criapi import api_pb2_grpc as pb_grpc
+from critest.bench_memory import verbose_pid
+from critest.procmem import parent_of
 from runtime.namespaces import mounts_under
 
 
@@ -117,6 +119,16 @@ def write_config(paths: DaemonPaths, text: str = "") -> None:
     paths.config_file.write_text(text)
 
 
+# After a failed connect (the daemon is still starting) gRPC waits a second before it
+# tries again: half of a daemon's start-up time in every test. The daemon answers after a
+# few hundred milliseconds, so the client retries sooner.
+_RECONNECT_SOON = [
+    ("grpc.initial_reconnect_backoff_ms", 20),
+    ("grpc.min_reconnect_backoff_ms", 20),
+    ("grpc.max_reconnect_backoff_ms", 200),
+]
+
+
 def start_daemon(
     paths: DaemonPaths, extra_args: Sequence[str] = (), timeout: float = 30
 ) -> RunningDaemon:
@@ -131,7 +143,7 @@ def start_daemon(
         start_new_session=True,  # its own session, so leftover processes are easy to find
     )
     log.close()
-    channel = grpc.insecure_channel(f"unix://{paths.socket}")
+    channel = grpc.insecure_channel(f"unix://{paths.socket}", options=_RECONNECT_SOON)
     runtime = pb_grpc.RuntimeServiceStub(channel)
     deadline = time.monotonic() + timeout
     while True:
@@ -161,6 +173,16 @@ def start_daemon(
         metrics_address=endpoints["metrics"],
         extra_args=list(extra_args),
     )
+
+
+def monitor_pid(daemon: RunningDaemon, container_id: str) -> int:
+    """The monitor is the parent of the container's first process."""
+    request = pb.ContainerStatusRequest(container_id=container_id, verbose=True)
+    info = daemon.runtime.ContainerStatus(request, timeout=30).info
+    pid = verbose_pid(info)
+    parent = parent_of(pid) if pid else None
+    assert parent is not None, f"container {container_id} has no process: {info}"
+    return parent
 
 
 def processes_in_session(sid: int) -> list[int]:

@@ -29,7 +29,10 @@ from cri.streaming.backend import (
 from cri.streaming.spdy_connection import SpdyConnection, SpdyStream
 from cri.streaming.tokens import TokenRegistry
 from cri.streaming.transport import SocketTransport, TlsTransport, Transport
-from cri.streaming.websocket import ChannelWebSocket
+
+# The WebSocket side (wsproto, h11) is imported by the first WebSocket session: kubelet
+# and the API server speak SPDY to the streaming server, and the daemon's start-up should
+# not pay for a protocol most nodes never see.
 
 log = logging.getLogger("crisp.streaming")
 
@@ -331,6 +334,8 @@ class StreamingServer:
         protocol = self._negotiate_websocket(transport, req, remotecommand.WEBSOCKET_PROTOCOLS)
         if protocol is None:
             return
+        from cri.streaming.websocket import ChannelWebSocket
+
         ws = ChannelWebSocket(transport, req, protocol, 5, self.idle_timeout)
         ws.accept()
         ch = ws.channels
@@ -398,6 +403,8 @@ class StreamingServer:
         protocol = self._negotiate_websocket(transport, req, portforward.WEBSOCKET_PROTOCOLS)
         if protocol is None:
             return
+        from cri.streaming.websocket import ChannelWebSocket
+
         ws = ChannelWebSocket(transport, req, protocol, 2 * len(ports), self.idle_timeout)
         ws.accept()
         forwarder = portforward.Forwarder(self.backend, request.pod_sandbox_id)

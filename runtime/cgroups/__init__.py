@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from runtime.cgroups.files import CgroupError, ControllerUnavailableError
 from runtime.cgroups.manager import CgroupManager, CgroupVersion
-from runtime.cgroups.mounts import CgroupMounts, detect, find_mounts
+from runtime.cgroups.mounts import DEFAULT_ROOT, CgroupMounts, detect, find_mounts
 from runtime.cgroups.resources import InvalidResourcesError, LinuxResources, from_oci
 from runtime.cgroups.stats import CpuStats, MemoryStats, PidsStats, Stats
 from runtime.cgroups.v1 import V1Manager
@@ -34,6 +34,9 @@ __all__ = [
 
 def new_manager(path: str, version: CgroupVersion | None = None) -> CgroupManager:
     """The cgroupfs manager for this host (or for `version`), for OCI cgroupsPath `path`."""
-    if (version or detect()) is CgroupVersion.V1:
-        return V1Manager(path)
-    return V2Manager(path)
+    if version is not None:
+        return V1Manager(path) if version is CgroupVersion.V1 else V2Manager(path)
+    mounts = find_mounts()  # read once for both the version and the hierarchies
+    if mounts.version is CgroupVersion.V1:
+        return V1Manager(path, mounts.v1)
+    return V2Manager(path, mounts.unified or DEFAULT_ROOT)

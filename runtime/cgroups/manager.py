@@ -41,6 +41,11 @@ class CgroupManager(ABC):
         """Move process `pid` (all its threads) into the cgroup; creates it if needed."""
 
     @abstractmethod
+    def enter(self) -> None:
+        """Move the calling process, which must be single-threaded, into the cgroup (made
+        by create() before)."""
+
+    @abstractmethod
     def set(self, resources: LinuxResources) -> None:
         """Write every limit present in `resources`; None fields are left alone."""
 
@@ -50,6 +55,11 @@ class CgroupManager(ABC):
 
     @abstractmethod
     def stats(self) -> Stats: ...
+
+    @abstractmethod
+    def oom_kills(self) -> int:
+        """How many processes of the cgroup the OOM killer has killed (stats().memory's
+        count, read alone)."""
 
     @abstractmethod
     def pids(self) -> list[int]:
@@ -79,6 +89,8 @@ class CgroupManager(ABC):
 
     def kill(self, timeout: float = 5.0) -> None:
         """SIGKILL every process, freezing first so that nothing forks away meanwhile."""
+        if not self.pids():
+            return  # nothing inside can fork, and freezing and thawing take milliseconds
         self.freeze(timeout)
         try:
             for pid in self.pids():

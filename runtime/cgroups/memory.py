@@ -90,12 +90,11 @@ def set_v2(directory: Path, memory: Memory) -> None:
 
 def stats_v1(directory: Path) -> MemoryStats:
     stat = files.read_keyed(directory, "memory.stat")
-    oom = files.read_keyed(directory, "memory.oom_control")
     usage = files.read_int(directory, "memory.usage_in_bytes")
     memsw = files.read_int(directory, "memory.memsw.usage_in_bytes", default=usage)
     limit = files.read_int(directory, "memory.limit_in_bytes", default=-1)
     # total_* are hierarchical (include child cgroups), which is what a pod cgroup needs.
-    oom_kills = oom.get("oom_kill", 0)
+    oom_kills = oom_kills_v1(directory)
     return MemoryStats(
         usage=usage,
         working_set=working_set(usage, stat.get("total_inactive_file", 0)),
@@ -109,6 +108,15 @@ def stats_v1(directory: Path) -> MemoryStats:
         oom_events=oom_kills,
         oom_kills=oom_kills,
     )
+
+
+def oom_kills_v1(directory: Path) -> int:
+    return files.read_keyed(directory, "memory.oom_control").get("oom_kill", 0)
+
+
+def oom_kills_v2(directory: Path) -> int:
+    # memory.events is absent where the memory controller is not enabled: no kills then.
+    return files.read_keyed(directory, "memory.events").get("oom_kill", 0)
 
 
 def stats_v2(directory: Path) -> MemoryStats:

@@ -33,12 +33,14 @@ def parse_mountinfo(text: str) -> CgroupMounts:
         before, sep, after = line.partition(" - ")
         if not sep:
             continue
-        fields = before.split()
         fstype, _source, super_options = [*after.split(), "", ""][:3]
-        mountpoint = Path(_unescape(fields[4]))
+        # Hosts with many containers have thousands of other mounts: skip them cheaply.
+        if fstype not in ("cgroup", "cgroup2"):
+            continue
+        mountpoint = Path(_unescape(before.split()[4]))
         if fstype == "cgroup2":
             unified = mountpoint
-        elif fstype == "cgroup":
+        else:
             for option in super_options.split(","):
                 if option not in ("rw", "ro") and option not in v1:
                     v1[option] = mountpoint

@@ -41,6 +41,10 @@ class V2Manager(CgroupManager):
         self.create()
         files.write(self.dir, "cgroup.procs", pid)
 
+    def enter(self) -> None:
+        # v2 moves only whole processes (cgroup.threads needs a threaded subtree).
+        files.write(self.dir, "cgroup.procs", 0)
+
     def available_controllers(self) -> list[str]:
         return (files.read_optional(self.dir, "cgroup.controllers") or "").split()
 
@@ -76,6 +80,9 @@ class V2Manager(CgroupManager):
             if "hugetlb" in has
             else {},
         )
+
+    def oom_kills(self) -> int:
+        return memory.oom_kills_v2(self.dir)
 
     def pids(self) -> list[int]:
         return tree_pids(self.dir)

@@ -138,3 +138,25 @@ def test_check_judges_the_cni_network_and_its_plugins(tmp_path: Path) -> None:
     assert found["CNI plugins"][0] == "FAIL"
     assert found["CNI plugins"][1].startswith("bridge, host-local, loopback (needed by network")
     assert code == 1
+
+
+def test_check_tells_whether_ksm_merges_the_monitors(tmp_path: Path) -> None:
+    _code, found, stdout = _check(tmp_path)
+    verdict, detail = found["KSM"]
+    run = Path("/sys/kernel/mm/ksm/run")
+    major, minor = (int(n) for n in os.uname().release.split("-")[0].split(".")[:2])
+    if not run.exists():
+        assert verdict == "WARN"
+        assert detail.startswith("not in this kernel")
+    elif (major, minor) < (6, 4):
+        assert verdict == "WARN"
+        assert "PR_SET_MEMORY_MERGE" in detail
+    elif run.read_text().strip() == "1":
+        assert verdict == "OK"
+    else:
+        # Off is worth a warning, never a failure: monitors only cost more memory.
+        assert verdict == "WARN"
+        assert detail.startswith(f"ksmd is off ({run} = {run.read_text().strip()})")
+        assert "MiB more" in detail
+        assert f"hint: echo 1 > {run}" in stdout
+        assert "CRISP_ENABLE_KSM=0" in stdout

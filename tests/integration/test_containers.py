@@ -33,9 +33,10 @@ from runtime.namespaces import mounts_under
 from tests.crisp_daemon import (
     DaemonPaths,
     assert_nothing_left,
-    processes_in_session,
+    monitor_pid,
     start_daemon,
 )
+from tests.leak_audit import zombies_below
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
@@ -698,17 +699,6 @@ def test_interrupted_create_is_undone_at_start(crisp: Crisp) -> None:
     assert crisp.status(kept).state == pb.CONTAINER_RUNNING
 
 
-def _zombies(session: int) -> list[int]:
-    found = []
-    for pid in processes_in_session(session):
-        try:
-            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
-                found.append(pid)
-        except OSError:
-            continue
-    return found
-
-
 def test_exec_probes_leak_nothing(crisp: Crisp) -> None:
     pod_id = crisp.run_pod()
     container_id = crisp.run(pod_id, crisp.config())
@@ -719,7 +709,7 @@ def test_exec_probes_leak_nothing(crisp: Crisp) -> None:
         answer = crisp.exec(container_id, "sh", "-c", f"echo {i}; sleep 0.01 & exit 0")
         assert answer.stdout == f"{i}\n".encode()
     assert len(os.listdir(f"/proc/{daemon_pid}/fd")) <= fds_before + 2
-    assert _zombies(daemon_pid) == []
+    assert zombies_below([daemon_pid, monitor_pid(crisp.daemon, container_id)]) == []
     answer = crisp.exec(container_id, "sh", "-c", "ps -o stat | grep -c Z")
     assert answer.stdout == b"0\n"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -137,6 +138,7 @@ def test_apply_stats_freeze_kill_destroy(cgroup: V1Manager, spawn: Spawn) -> Non
     assert stats.memory.page_faults > 0
     assert stats.memory.limit == -1
     assert stats.memory.oom_kills == 0
+    assert cgroup.oom_kills() == 0
     assert stats.cpu.usage_ns > 0
 
     cgroup.freeze()
@@ -153,6 +155,31 @@ def test_apply_stats_freeze_kill_destroy(cgroup: V1Manager, spawn: Spawn) -> Non
     for directory in cgroup.dirs.values():
         assert not directory.exists()
     cgroup.destroy()  # idempotent
+
+
+def test_enter_moves_the_calling_process_into_every_hierarchy(cgroup: V1Manager) -> None:
+    cgroup.create()
+    report_r, report_w = os.pipe()
+    child = os.fork()
+    if child == 0:  # single-threaded, as enter() requires
+        status = 1
+        try:
+            cgroup.enter()
+            os.write(report_w, Path("/proc/self/cgroup").read_bytes())
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(report_w)
+    with os.fdopen(report_r, "rb") as report:
+        own = report.read().decode()
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    joined = {}
+    for line in own.splitlines():
+        _, controllers, path = line.split(":", 2)
+        joined.update(dict.fromkeys(controllers.split(","), path))
+    for controller in cgroup.dirs:
+        assert joined[controller] == cgroup.path, controller
 
 
 def test_oom_kill_is_counted(cgroup: V1Manager, spawn: Spawn) -> None:
@@ -172,6 +199,7 @@ def test_oom_kill_is_counted(cgroup: V1Manager, spawn: Spawn) -> None:
         time.sleep(0.01)
     stats = cgroup.stats()
     assert stats.memory.oom_kills >= 1
+    assert cgroup.oom_kills() == stats.memory.oom_kills
     assert stats.memory.oom_events >= 1
     assert stats.memory.limit == 32 * MIB
     cgroup.destroy()

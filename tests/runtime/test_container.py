@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from runtime.cgroups import find_mounts
+from runtime.procfs import start_time
 from tests.runtime.containers import DriverError, Lab, mounts_under, needs_busybox, read_log
 from tests.runtime.processes import Spawn, needs_root
 
@@ -298,6 +299,24 @@ def test_monitor_outlives_the_daemon_and_a_new_runtime_sees_its_state(lab: Lab) 
     assert states["q"]["status"] == "stopped" and states["q"]["exit_code"] == 0
     lab.driver.call("kill", "r", int(signal.SIGKILL))
     assert lab.driver.call("wait", "r", 10)["exit_code"] == 137
+
+
+def test_a_monitor_killed_after_a_running_state_is_noticed_at_the_next_state(lab: Lab) -> None:
+    # The first answer is remembered (later polls skip the monitor): its death still shows.
+    lab.driver.call("create", "m", lab.bundle(["sleep", "600"]))
+    lab.driver.call("start", "m")
+    first = lab.driver.call("state", "m")
+    assert first["status"] == "running"
+    assert lab.driver.call("state", "m") == first
+    (monitor,) = lab.monitor_pids()
+    os.kill(monitor, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while start_time(monitor) is not None:  # None once it has exited, zombie or reaped
+        assert time.monotonic() < deadline, "the monitor survived SIGKILL"
+        time.sleep(0.01)
+    final = lab.driver.call("state", "m")
+    assert final["status"] == "stopped" and final["exit_code"] == 255
+    assert "monitor died" in final["error"]
 
 
 def test_delete_refuses_running_and_force_removes_everything(lab: Lab) -> None:

@@ -22,7 +22,7 @@ from runtime.zygote import Zygote, ZygoteError, entry_point
 def report(args, fds):
     with os.fdopen(fds[0], "w") as out:
         json.dump({"pid": os.getpid(), "ppid": os.getppid(), "sid": os.getsid(0),
-                   "tag": args["tag"]}, out)
+                   "pgid": os.getpgid(0), "tag": args["tag"]}, out)
     return 0
 
 @entry_point("sleeper")
@@ -61,7 +61,7 @@ def pids_to_kill() -> Iterator[list[int]]:
             os.kill(pid, signal.SIGKILL)
 
 
-def test_spawned_process_runs_in_its_own_session_away_from_the_zygote() -> None:
+def test_spawned_process_runs_away_from_the_callers_session_and_is_reaped() -> None:
     result = run_script(
         """
 r, w = os.pipe()
@@ -69,7 +69,11 @@ pid = zygote.spawn("report", {"tag": "hello"}, [w])
 os.close(w)
 with os.fdopen(r) as f:
     seen = json.load(f)
-print(json.dumps({"returned": pid, "zygote": zygote.pid, "seen": seen, "sid": os.getsid(0)}))
+deadline = time.monotonic() + 10
+while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+    time.sleep(0.01)
+print(json.dumps({"returned": pid, "zygote": zygote.pid, "seen": seen, "sid": os.getsid(0),
+                  "reaped": not os.path.exists(f"/proc/{pid}")}))
 zygote.close()
 """
     )
@@ -77,9 +81,12 @@ zygote.close()
     answer = json.loads(result.stdout)
     seen = answer["seen"]
     assert seen["pid"] == answer["returned"]
-    # a session of its own, but not its leader: it can never grab a controlling terminal
-    assert seen["sid"] not in (answer["sid"], seen["pid"])
-    assert seen["ppid"] != answer["zygote"]
+    # the zygote's session, not the caller's; not its leader, so it can never grab a
+    # controlling terminal; a process group of its own
+    assert seen["sid"] == answer["zygote"] != answer["sid"]
+    assert seen["pgid"] == seen["pid"]
+    assert seen["ppid"] == answer["zygote"]
+    assert answer["reaped"], "the spawned process stayed a zombie of the zygote"
     assert seen["tag"] == "hello"
 
 

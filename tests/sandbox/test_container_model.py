@@ -17,16 +17,19 @@ from criapi import api_pb2 as pb
 from sandbox.container_config import HugepageLimit, MountRequest, Propagation, Resources
 from sandbox.container_create import _log_path
 from sandbox.container_events import ContainerEvent, EventHub, EventType
+from sandbox.container_list import ListedContainer
 from sandbox.container_record import (
     CREATED,
     CREATING,
     EXITED,
+    RUNNING,
     Container,
     Observed,
     mount_doc,
     resources_doc,
     resources_from_doc,
 )
+from sandbox.container_status import ContainerStatus
 from sandbox.container_stop import _signal_number
 from sandbox.container_store import ContainerStore
 from sandbox.errors import AlreadyExists, InvalidArgument
@@ -218,6 +221,28 @@ def test_container_request_from_protobuf() -> None:
     assert security.supplemental_groups_policy == "strict"
     assert security.seccomp is not None and security.seccomp.kind == "runtime-default"
     assert security.namespaces.pid.value == "container"
+
+
+def test_cached_messages_equal_fresh_ones_and_follow_a_replaced_record() -> None:
+    messages = container_messages.ContainerMessages()
+    container = _container()
+    running = Observed(RUNNING, started_ns=5)
+    exited = Observed(EXITED, started_ns=5, finished_ns=9, exit_code=1, reason="Error")
+    for observed in (running, exited, running):
+        answer = messages.status_response(ContainerStatus(container, observed, None))
+        assert answer.status == container_messages.container_status(container, observed)
+        assert messages.container_status(container, observed) == answer.status
+    listed = messages.containers([ListedContainer(container, running)])
+    assert listed[0].state == pb.CONTAINER_RUNNING and listed[0].labels == container.labels
+    listed = messages.containers([ListedContainer(container, exited)])
+    assert listed[0].state == pb.CONTAINER_EXITED
+    # The store replaces a record that changes: the new record's values are reported.
+    changed = dataclasses.replace(container, resources={"memory_limit": 2 << 20})
+    answer = messages.status_response(ContainerStatus(changed, running, {"pid": 7}))
+    assert answer.status.resources.linux.memory_limit_in_bytes == 2 << 20
+    assert answer.info == {"info": '{"pid": 7}'}
+    relabelled = dataclasses.replace(container, labels={"tier": "db"})
+    assert messages.containers([ListedContainer(relabelled, exited)])[0].labels == {"tier": "db"}
 
 
 def test_container_status_to_protobuf() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 from cri import pod_messages
@@ -126,6 +127,19 @@ def test_detached_pods_report_no_ip() -> None:
 
 
 def test_listed_pods() -> None:
-    (item,) = pod_messages.pod_sandboxes([ListedPod(_pod(), NOTREADY)])
+    (item,) = pod_messages.PodMessages().pod_sandboxes([ListedPod(_pod(), NOTREADY)])
     assert item.state == pb.SANDBOX_NOTREADY and item.runtime_handler == "crisp"
     assert item.metadata.name == "web" and item.annotations == {"a": "b"}
+
+
+def test_listed_pods_kept_between_calls_follow_changes() -> None:
+    messages = pod_messages.PodMessages()
+    pod = _pod()
+    (first,) = messages.pod_sandboxes([ListedPod(pod, READY)])
+    (again,) = messages.pod_sandboxes([ListedPod(pod, READY)])
+    assert again == first and first.state == pb.SANDBOX_READY
+    (stopped,) = messages.pod_sandboxes([ListedPod(pod, NOTREADY)])
+    assert stopped.state == pb.SANDBOX_NOTREADY
+    pod.config = dataclasses.replace(pod.config, labels={"tier": "db"})  # as an update does
+    (changed,) = messages.pod_sandboxes([ListedPod(pod, NOTREADY)])
+    assert changed.labels == {"tier": "db"}

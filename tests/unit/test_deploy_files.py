@@ -72,3 +72,4 @@ def test_install_scripts_document_their_environment() -> None:
         assert "set -euo pipefail" in script
         assert "CRISP_PREFIX" in script.split("set -euo pipefail")[0], name
     assert "CRISP_SKIP_APT=1" in (DEPLOY / "install.sh").read_text().split("set -euo")[0]
+    assert "CRISP_ENABLE_KSM=0" in (DEPLOY / "install.sh").read_text().split("set -euo")[0]
