@@ -49,7 +49,9 @@ def test_critest_passes_against_crisp(pod_network: PodNetwork, cgroup_parent: st
             )  # fmt: skip
         finally:
             code = daemon.stop()
-        report = result.stdout[-6000:] + result.stderr[-2000:]
+        failures = [line for line in result.stdout.splitlines() if line.startswith("FAIL")]
+        # The failures first: the tail alone may cut them off.
+        report = "\n".join(failures) + "\n" + result.stdout[-6000:] + result.stderr[-2000:]
         summary = _SUMMARY.match(result.stdout.strip().splitlines()[-1])
         assert summary, report
         passed, failed, skipped = (int(n) for n in summary.groups())
