@@ -69,10 +69,18 @@ def destroy_infra(new: Managers, pod: PodSandbox) -> None:
         new(pod.infra_cgroup).destroy()
 
 
-def destroy(new: Managers, pod: PodSandbox) -> None:
+def destroy(new: Managers, pod: PodSandbox) -> bool:
+    """Remove the pod's cgroups; False when its parent, crisp's to remove, stays in use."""
     destroy_infra(new, pod)
-    if pod.cgroup_parent and pod.cgroup_owned:
-        new(pod.cgroup_parent).destroy()
+    if not (pod.cgroup_parent and pod.cgroup_owned):
+        return True
+    if pod.config.cgroup_parent:
+        # A parent the client named but had not made may be shared (critest gives every pod
+        # the same one): what other pods made below it is theirs, and a fresh cgroup has no
+        # tasks to keep a recursive removal away. Only an unused parent goes.
+        return new(pod.cgroup_parent).remove_if_unused()
+    new(pod.cgroup_parent).destroy()
+    return True
 
 
 def pod_limits(config: PodConfig, previous: PodConfig | None = None) -> LinuxResources | None:

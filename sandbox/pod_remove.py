@@ -28,17 +28,35 @@ def remove(ctx: PodContext, pod_id: str) -> None:
             pod.state = NOTREADY
             ctx.store.save(pod)
             raise
-        dismantle(ctx, pod)
+        if not dismantle(ctx, pod):
+            _hand_on_cgroup_parent(ctx, pod)
         ctx.store.delete(pod.id)
 
 
-def dismantle(ctx: PodContext, pod: PodSandbox) -> None:
+def _hand_on_cgroup_parent(ctx: PodContext, pod: PodSandbox) -> None:
+    """The cgroup parent crisp made for this pod is still used by other pods that named it
+    too: the next of them removes it once unused."""
+    for other in ctx.store.all():
+        if other.id == pod.id or other.cgroup_parent != pod.cgroup_parent:
+            continue
+        with ctx.locks.hold(other.id):
+            current = ctx.store.find(other.id)
+            if current is None:
+                continue
+            heir = copy.deepcopy(current)
+            heir.cgroup_owned = True
+            ctx.store.save(heir)
+            return
+
+
+def dismantle(ctx: PodContext, pod: PodSandbox) -> bool:
     """Remove pins, mounts, files and cgroups, including ones made by a run that crashed
-    before it could record them (their paths are fixed by the pod's id)."""
+    before it could record them (their paths are fixed by the pod's id). False when the
+    cgroup parent crisp made for the pod stays, used by others."""
     pin_dir = Path(pod.dir) / "ns"
     for path in {*pod.pins.values(), *(str(pin_dir / k) for k in namespaces.PINNED_KINDS)}:
         namespaces.unpin(path)
     if pod.shm_path:
         namespaces.unmount(pod.shm_path)
     ctx.pin_root.remove_pod_dir(Path(pod.dir))
-    pod_cgroups.destroy(ctx.cgroups, pod)
+    return pod_cgroups.destroy(ctx.cgroups, pod)

@@ -82,6 +82,11 @@ class CgroupManager(ABC):
         """Remove the cgroup and any child cgroups; idempotent. Waits up to `timeout`
         for dying tasks to leave; raises CgroupError if some are still there."""
 
+    @abstractmethod
+    def remove_if_unused(self) -> bool:
+        """Remove the cgroup only if it has no tasks and no child cgroups (never touching
+        anything below it, which may belong to others); True when it is gone."""
+
     def _require_exists(self) -> None:
         # Not creating implicitly: an update racing a removal must not resurrect the cgroup.
         if not self.exists():
@@ -147,3 +152,16 @@ def tree_pids(directory: Path) -> list[int]:
         if child.is_dir():
             result.extend(tree_pids(child))
     return result
+
+
+def rmdir_if_unused(directory: Path) -> bool:
+    """rmdir one cgroup directory; False when tasks or child cgroups keep it (EBUSY)."""
+    try:
+        directory.rmdir()
+    except FileNotFoundError:
+        return True
+    except OSError as exc:
+        if exc.errno in (errno.EBUSY, errno.ENOTEMPTY):
+            return False
+        raise files.CgroupError(f"rmdir {directory}: {exc.strerror}", exc.errno) from None
+    return True

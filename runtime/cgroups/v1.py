@@ -18,7 +18,14 @@ from runtime.cgroups import (
     memory,
     pids,
 )
-from runtime.cgroups.manager import CgroupManager, CgroupVersion, remove_tree, tree_pids, under
+from runtime.cgroups.manager import (
+    CgroupManager,
+    CgroupVersion,
+    remove_tree,
+    rmdir_if_unused,
+    tree_pids,
+    under,
+)
 from runtime.cgroups.mounts import find_mounts
 from runtime.cgroups.resources import LinuxResources
 from runtime.cgroups.stats import MemoryStats, PidsStats, Stats
@@ -142,6 +149,11 @@ class V1Manager(CgroupManager):
 
     def exists(self) -> bool:
         return any(d.is_dir() for d in self._unique_dirs())
+
+    def remove_if_unused(self) -> bool:
+        if self.path == "/":
+            return False
+        return all([rmdir_if_unused(directory) for directory in self._unique_dirs()])
 
     def destroy(self, timeout: float = 5.0) -> None:
         if self.path == "/":

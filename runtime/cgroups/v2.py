@@ -8,7 +8,14 @@ import time
 from pathlib import Path
 
 from runtime.cgroups import cpu, cpuset, files, freezer, hugetlb, io, memory, pids
-from runtime.cgroups.manager import CgroupManager, CgroupVersion, remove_tree, tree_pids, under
+from runtime.cgroups.manager import (
+    CgroupManager,
+    CgroupVersion,
+    remove_tree,
+    rmdir_if_unused,
+    tree_pids,
+    under,
+)
 from runtime.cgroups.mounts import DEFAULT_ROOT, find_mounts
 from runtime.cgroups.resources import LinuxResources
 from runtime.cgroups.stats import MemoryStats, PidsStats, Stats
@@ -110,6 +117,9 @@ class V2Manager(CgroupManager):
             if time.monotonic() > deadline:
                 raise files.CgroupError(f"{self.dir}: processes survive cgroup.kill")
             time.sleep(0.005)
+
+    def remove_if_unused(self) -> bool:
+        return self.path != "/" and rmdir_if_unused(self.dir)
 
     def destroy(self, timeout: float = 5.0) -> None:
         if self.path == "/":

@@ -544,6 +544,40 @@ def test_host_network_pod(pods: PodHost) -> None:
     assert os.stat(f"/proc/{pod_pid}/ns/net").st_ino == os.stat("/proc/self/ns/net").st_ino
 
 
+def test_a_shared_cgroup_parent_crisp_made_keeps_what_others_put_below_it(
+    pods: PodHost,
+) -> None:
+    # critest names one cgroup parent for all its pods, and none exists beforehand: the pod
+    # that made it must not take the other pods' (or a fresh, still empty) cgroups with it.
+    shared = f"{pods.cgroup_parent}/shared"
+    host_network = linux(network=pb.NODE, ipc=pb.NODE)
+    first = pods.run(pod_config("first", linux=host_network_with(host_network, shared)))
+    second = pods.run(pod_config("second", linux=host_network_with(host_network, shared)))
+    fresh = [d / "fresh" for d in _cgroup_dirs(shared) if d.is_dir()]
+    for directory in fresh:
+        directory.mkdir()
+    pods.stop(first)
+    pods.remove(first)
+    assert all(d.is_dir() for d in fresh)
+    second_infra = [d / f"crisp-{second}" for d in _cgroup_dirs(shared) if d.is_dir()]
+    assert second_infra and all(d.is_dir() for d in second_infra)
+    assert pods.status(second).state == pb.SANDBOX_READY
+    for directory in fresh:
+        directory.rmdir()
+    pods.stop(second)
+    pods.remove(second)
+    assert not any(d.exists() for d in _cgroup_dirs(shared))  # unused now: removed
+
+
+def host_network_with(
+    config: pb.LinuxPodSandboxConfig, cgroup_parent: str
+) -> pb.LinuxPodSandboxConfig:
+    with_parent = pb.LinuxPodSandboxConfig()
+    with_parent.CopyFrom(config)
+    with_parent.cgroup_parent = cgroup_parent
+    return with_parent
+
+
 def test_shared_pid_namespace_has_pause_as_pid_1(pods: PodHost) -> None:
     pod_id = pods.run(pod_config("sharedpid", linux=linux(pid=pb.POD)))
     info = pods.info(pod_id)
