@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from critest.registry import Registry
 from tests.crisp_daemon import DaemonPaths, RunningDaemon, assert_nothing_left, start_daemon
 
 
@@ -23,3 +24,10 @@ def crisp(daemon_paths: DaemonPaths) -> Iterator[RunningDaemon]:
         code = daemon.stop()
     assert code == 0, f"crisp exited with {code}; log:\n{daemon.log()}"
     assert_nothing_left(daemon)
+
+
+@pytest.fixture(scope="module")
+def registry() -> Iterator[Registry]:
+    """A registry on loopback, one per test module (its images are pushed per module)."""
+    with Registry() as r:
+        yield r

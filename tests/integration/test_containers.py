@@ -44,12 +44,6 @@ RPC_TIMEOUT = 30
 
 
 @pytest.fixture(scope="module")
-def registry() -> Iterator[Registry]:
-    with Registry() as r:
-        yield r
-
-
-@pytest.fixture(scope="module")
 def image_ref(registry: Registry) -> str:
     image = ci.busybox_image(
         ci.RunConfig(cmd=("sh", "-c", "echo started; exec sleep 100000")),

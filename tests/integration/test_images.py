@@ -7,7 +7,6 @@ import re
 import secrets
 import time
 import urllib.request
-from collections.abc import Iterator
 
 import grpc
 import pytest
@@ -16,12 +15,6 @@ from criapi import api_pb2 as pb
 from critest import images as ci
 from critest.registry import Registry, free_port
 from tests.crisp_daemon import DaemonPaths, RunningDaemon, start_daemon, write_config
-
-
-@pytest.fixture(scope="module")
-def registry() -> Iterator[Registry]:
-    with Registry() as r:
-        yield r
 
 
 def _push(registry: Registry, image: ci.Image, *tags: str) -> str:

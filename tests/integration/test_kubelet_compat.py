@@ -41,12 +41,6 @@ LOG_SCRIPT = "i=0; while :; do echo line$i; i=$((i+1)); sleep 0.1; done"
 
 
 @pytest.fixture(scope="module")
-def registry() -> Iterator[Registry]:
-    with Registry() as r:
-        yield r
-
-
-@pytest.fixture(scope="module")
 def image_ref(registry: Registry) -> str:
     image = ci.busybox_image(ci.RunConfig(cmd=("sleep", "100000")))
     ci.Pusher(registry.host).push_image("cri/kubelet-compat", image, "v1")

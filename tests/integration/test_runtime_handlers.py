@@ -53,12 +53,6 @@ def handler_config(extra: str = "") -> str:
 
 
 @pytest.fixture(scope="module")
-def registry() -> Iterator[Registry]:
-    with Registry() as r:
-        yield r
-
-
-@pytest.fixture(scope="module")
 def image_ref(registry: Registry) -> str:
     image = ci.busybox_image(ci.RunConfig(cmd=("sh",)), [[ci.file("etc/app.conf", "app\n")]])
     ci.Pusher(registry.host).push_image("cri/handlers", image, "v1")

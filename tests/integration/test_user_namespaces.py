@@ -43,12 +43,6 @@ APP_UID = 1000  # owns a file of the test image
 
 
 @pytest.fixture(scope="module")
-def registry() -> Iterator[Registry]:
-    with Registry() as r:
-        yield r
-
-
-@pytest.fixture(scope="module")
 def image_ref(registry: Registry) -> str:
     image = ci.busybox_image(
         ci.RunConfig(cmd=("sleep", "100000")),
