@@ -13,27 +13,18 @@ waits for (DESIGN budget: under half of containerd + runc's). Everything made is
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
+from bench.throwaway import RPC_TIMEOUT, throwaway_crisp
 from criapi import api_pb2 as pb
 from critest import images as ci
-from critest.registry import Registry
 from critest.testimages import PAUSE_COMMAND
-from tests.crisp_daemon import (
-    DaemonPaths,
-    RunningDaemon,
-    assert_nothing_left,
-    start_daemon,
-    write_config,
-)
+from tests.crisp_daemon import RunningDaemon
 
-RPC_TIMEOUT = 60
 T = TypeVar("T")
 STEPS = ("create", "start", "create+start", "status", "stop", "remove")
 
@@ -95,40 +86,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--stop-timeout", type=int, default=10, help="StopContainer's timeout")
     args = parser.parse_args(argv)
     image = ci.busybox_image(ci.RunConfig(cmd=PAUSE_COMMAND))
-    base = Path(tempfile.mkdtemp(prefix="cr", dir="/tmp"))  # short: monitor sockets lie below
-    paths = DaemonPaths(base)
-    write_config(paths)
-    daemon: RunningDaemon | None = None
-    pod_id = ""
-    try:
-        with Registry() as registry:
-            ci.Pusher(registry.host).push_image("bench/pause", image, "v1")
-            ref = f"{registry.host}/bench/pause:v1"
-            daemon = start_daemon(paths, ["--log-level", "info"])
-            daemon.image.PullImage(
-                pb.PullImageRequest(image=pb.ImageSpec(image=ref)), timeout=RPC_TIMEOUT
-            )
-        config = _pod_config(base)
+    with throwaway_crisp("cr", image, "bench/pause", daemon_args=["--log-level", "info"]) as crisp:
+        daemon, ref = crisp.daemon, crisp.image
+        config = _pod_config(crisp.base)
         run = pb.RunPodSandboxRequest(config=config)
         pod_id = daemon.runtime.RunPodSandbox(run, timeout=RPC_TIMEOUT).pod_sandbox_id
-        samples = lifecycle(daemon, ref, (pod_id, config), args.containers, args.stop_timeout)
-        print(f"{args.containers} containers, one after the other   (ms)")
-        print(f"{'':14}{'p50':>9}{'p90':>9}")
-        for step in STEPS:
-            ordered = sorted(samples[step])
-            print(f"{step:14}{_at(ordered, 0.5):9.2f}{_at(ordered, 0.9):9.2f}")
-    finally:
-        if daemon is not None:
-            if pod_id:
-                daemon.runtime.StopPodSandbox(
-                    pb.StopPodSandboxRequest(pod_sandbox_id=pod_id), timeout=RPC_TIMEOUT
-                )
-                daemon.runtime.RemovePodSandbox(
-                    pb.RemovePodSandboxRequest(pod_sandbox_id=pod_id), timeout=RPC_TIMEOUT
-                )
-            daemon.stop()
-            assert_nothing_left(daemon)
-        shutil.rmtree(base, ignore_errors=True)
+        try:
+            samples = lifecycle(daemon, ref, (pod_id, config), args.containers, args.stop_timeout)
+        finally:
+            daemon.runtime.StopPodSandbox(
+                pb.StopPodSandboxRequest(pod_sandbox_id=pod_id), timeout=RPC_TIMEOUT
+            )
+            daemon.runtime.RemovePodSandbox(
+                pb.RemovePodSandboxRequest(pod_sandbox_id=pod_id), timeout=RPC_TIMEOUT
+            )
+    print(f"{args.containers} containers, one after the other   (ms)")
+    print(f"{'':14}{'p50':>9}{'p90':>9}")
+    for step in STEPS:
+        ordered = sorted(samples[step])
+        print(f"{step:14}{_at(ordered, 0.5):9.2f}{_at(ordered, 0.9):9.2f}")
     return 0
 
 

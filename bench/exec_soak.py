@@ -15,18 +15,12 @@ monitor or a container process. The CI version is tests/integration/test_exec_so
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
 
-from criapi import api_pb2 as pb
+from bench.throwaway import throwaway_crisp
 from critest import images as ci
-from critest.registry import Registry
-from runtime.namespaces import mounts_under
-from tests.crisp_daemon import DaemonPaths, RunningDaemon, assert_nothing_left, start_daemon
-from tests.exec_soak import RPC_TIMEOUT, Fleet, Soak, remove_fleet, soak, start_fleet
+from tests.exec_soak import Fleet, Soak, remove_fleet, soak, start_fleet
 from tests.leak_audit import Holdings
 
 # Only for the settling wait before the "after" look; the benchmark reports, never judges.
@@ -91,39 +85,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     image = ci.busybox_image(ci.RunConfig(cmd=("sleep", "100000")))
-    base = Path(tempfile.mkdtemp(prefix="es", dir="/tmp"))  # short: monitor sockets lie below
-    daemon: RunningDaemon | None = None
     fleet = Fleet()
-    try:
-        with Registry() as registry:
-            ci.Pusher(registry.host).push_image("bench/soak", image, "v1")
-            ref = f"{registry.host}/bench/soak:v1"
-            daemon = start_daemon(DaemonPaths(base))
-            daemon.image.PullImage(
-                pb.PullImageRequest(image=pb.ImageSpec(image=ref)), timeout=RPC_TIMEOUT
-            )
-        start_fleet(daemon, ref, args.containers, fleet)
-        result = soak(
-            daemon,
-            fleet.containers,
-            args.interval,
-            args.duration,
-            monitor_fd_slack=_SETTLE_SLACK,
-            daemon_fd_slack=_SETTLE_SLACK,
-        )
-        report(result, args.containers, args.interval)
-    finally:
+    with throwaway_crisp("es", image, "bench/soak") as crisp:
         try:
-            if daemon is not None:
-                remove_fleet(daemon, fleet)
-                daemon.stop()
-                assert_nothing_left(daemon)
+            start_fleet(crisp.daemon, crisp.image, args.containers, fleet)
+            result = soak(
+                crisp.daemon,
+                fleet.containers,
+                args.interval,
+                args.duration,
+                monitor_fd_slack=_SETTLE_SLACK,
+                daemon_fd_slack=_SETTLE_SLACK,
+            )
         finally:
-            left = mounts_under(base)
-            if left:  # removing the tree would reach into them
-                print(f"warning: left behind under {base}: mounts {left}", file=sys.stderr)
-            else:
-                shutil.rmtree(base, ignore_errors=True)
+            remove_fleet(crisp.daemon, fleet)
+    report(result, args.containers, args.interval)
     return 0
 
 

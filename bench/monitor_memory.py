@@ -28,30 +28,22 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from bench.throwaway import RPC_TIMEOUT, throwaway_crisp
 from criapi import api_pb2 as pb
 from critest import images as ci
 from critest.bench_memory import verbose_pid
 from critest.procmem import Memory, memory_of, parent_of
-from critest.registry import Registry
-from runtime.namespaces import mounts_under
 from tests.crisp_daemon import (
-    DaemonPaths,
     RunningDaemon,
-    assert_nothing_left,
-    start_daemon,
-    write_config,
 )
 
-RPC_TIMEOUT = 60
 KSM = Path("/sys/kernel/mm/ksm")
 _KSM_SCAN_TIMEOUT = 300
 
@@ -205,55 +197,41 @@ def measure(
     counts: Sequence[int], breakdown: bool, wait_for_ksm: bool, oci_runtime: str | None = None
 ) -> None:
     image = ci.busybox_image(ci.RunConfig(cmd=("sleep", "100000")))
-    base = Path(tempfile.mkdtemp(prefix="mm", dir="/tmp"))  # short: monitor sockets lie below
-    daemon: RunningDaemon | None = None
+    config = _oci_handler_config(oci_runtime) if oci_runtime is not None else ""
     pods: list[str] = []
-    try:
-        compiled_beforehand(base / "pycache")
-        with Registry() as registry:
-            ci.Pusher(registry.host).push_image("bench/sleep", image, "v1")
-            ref = f"{registry.host}/bench/sleep:v1"
-            paths = DaemonPaths(base)
-            if oci_runtime is not None:
-                write_config(paths, _oci_handler_config(oci_runtime))
-            daemon = start_daemon(paths)
-            daemon.image.PullImage(
-                pb.PullImageRequest(image=pb.ImageSpec(image=ref)), timeout=RPC_TIMEOUT
-            )
-        daemon_pid = daemon.process.pid
-        zygote_pid = _zygote_pid(daemon_pid)
-        containers: list[str] = []
-        for count in counts:
-            while len(pods) < count:
-                handler = OCI_HANDLER if oci_runtime is not None else ""
-                pod_id, pod_config = _run_pod(daemon, len(pods), handler)
-                pods.append(pod_id)
-                containers.append(_run_container(daemon, pod_id, pod_config, ref))
-            time.sleep(1)  # let start-up pages settle (log files opened, first output written)
-            if wait_for_ksm:
-                wait_for_ksm_scans()
-            monitors = [_monitor_pid(daemon, c) for c in containers]
-            pauses = [p for p in (_pause_pid(daemon, pod) for pod in pods) if p]
-            print(f"{count} pod(s), one container each ({ksm_state()}):")
-            print(_summary("monitor", _measured(monitors)))
-            if pauses:
-                print(_summary("pause", _measured(pauses)))
-            print(_summary("daemon", _measured([daemon_pid])))
-            print(_summary("zygote", _measured([zygote_pid])))
-            if breakdown:
-                _breakdown(monitors[0])
-    finally:
+    with throwaway_crisp(
+        "mm",
+        image,
+        "bench/sleep",
+        config,
+        before_start=lambda base: compiled_beforehand(base / "pycache"),
+    ) as crisp:
+        daemon, ref = crisp.daemon, crisp.image
         try:
-            if daemon is not None:
-                _remove_everything(daemon, pods)
-                daemon.stop()
-                assert_nothing_left(daemon)
+            daemon_pid = daemon.process.pid
+            zygote_pid = _zygote_pid(daemon_pid)
+            containers: list[str] = []
+            for count in counts:
+                while len(pods) < count:
+                    handler = OCI_HANDLER if oci_runtime is not None else ""
+                    pod_id, pod_config = _run_pod(daemon, len(pods), handler)
+                    pods.append(pod_id)
+                    containers.append(_run_container(daemon, pod_id, pod_config, ref))
+                time.sleep(1)  # let start-up pages settle (log files opened, first output)
+                if wait_for_ksm:
+                    wait_for_ksm_scans()
+                monitors = [_monitor_pid(daemon, c) for c in containers]
+                pauses = [p for p in (_pause_pid(daemon, pod) for pod in pods) if p]
+                print(f"{count} pod(s), one container each ({ksm_state()}):")
+                print(_summary("monitor", _measured(monitors)))
+                if pauses:
+                    print(_summary("pause", _measured(pauses)))
+                print(_summary("daemon", _measured([daemon_pid])))
+                print(_summary("zygote", _measured([zygote_pid])))
+                if breakdown:
+                    _breakdown(monitors[0])
         finally:
-            left = mounts_under(base)
-            if left:  # removing the tree would reach into them
-                print(f"warning: left behind under {base}: mounts {left}", file=sys.stderr)
-            else:
-                shutil.rmtree(base, ignore_errors=True)
+            _remove_everything(daemon, pods)
 
 
 def _remove_everything(daemon: RunningDaemon, pods: Sequence[str]) -> None:

@@ -17,28 +17,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
+from bench.throwaway import RPC_TIMEOUT, throwaway_crisp
 from criapi import api_pb2 as pb
 from critest import images as ci
 from critest.procmem import Memory, memory_of
-from critest.registry import Registry
-from runtime.namespaces import mounts_under
 from tests.crisp_daemon import (
-    DaemonPaths,
     RunningDaemon,
-    assert_nothing_left,
-    start_daemon,
-    write_config,
 )
 
-RPC_TIMEOUT = 60
 HANDLERS = ("crisp", "runc")
 STEPS = ("create", "start", "exec", "stop", "remove")
 
@@ -188,45 +179,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--binary", default="/usr/sbin/runc", help="the external runtime")
     args = parser.parse_args(argv)
     image = ci.busybox_image(ci.RunConfig(cmd=("sleep", "100000")))
-    base = Path(tempfile.mkdtemp(prefix="rc", dir="/tmp"))  # short: monitor sockets lie below
-    paths = DaemonPaths(base)
-    write_config(paths, _config(args.binary))
-    daemon: RunningDaemon | None = None
-    bench: Bench | None = None
-    try:
-        with Registry() as registry:
-            ci.Pusher(registry.host).push_image("bench/sleep", image, "v1")
-            ref = f"{registry.host}/bench/sleep:v1"
-            daemon = start_daemon(paths, ["--log-level", "info"])
-            daemon.image.PullImage(
-                pb.PullImageRequest(image=pb.ImageSpec(image=ref)), timeout=RPC_TIMEOUT
-            )
-        bench = Bench(daemon, ref, args.per_pod)
-        for _ in range(args.containers):
-            for handler in HANDLERS:
-                bench.create_and_start(handler)
-        for index in range(args.containers):
-            for handler in HANDLERS:
-                bench.exec(handler, bench.containers[handler][index])
-        time.sleep(1)  # let start-up pages settle (log files opened, first output written)
-        memory = {handler: bench.monitors(handler) for handler in HANDLERS}
-        for index in range(args.containers):
-            for handler in HANDLERS:
-                bench.stop_and_remove(handler, bench.containers[handler][index])
-        print(
-            f"{args.containers} containers per handler, {args.per_pod} to a pod; "
-            f"runc = {args.binary}"
-        )
-        _report(bench, memory)
-    finally:
-        if daemon is not None:
-            if bench is not None:
-                bench.remove_pods()
-            daemon.stop()
-            assert_nothing_left(daemon)
-        for mount in sorted(mounts_under(base), reverse=True):
-            print(f"warning: mount {mount} left behind", file=sys.stderr)
-        shutil.rmtree(base, ignore_errors=True)
+    with throwaway_crisp(
+        "rc", image, "bench/sleep", _config(args.binary), ["--log-level", "info"]
+    ) as crisp:
+        bench = Bench(crisp.daemon, crisp.image, args.per_pod)
+        try:
+            for _ in range(args.containers):
+                for handler in HANDLERS:
+                    bench.create_and_start(handler)
+            for index in range(args.containers):
+                for handler in HANDLERS:
+                    bench.exec(handler, bench.containers[handler][index])
+            time.sleep(1)  # let start-up pages settle (log files opened, first output written)
+            memory = {handler: bench.monitors(handler) for handler in HANDLERS}
+            for index in range(args.containers):
+                for handler in HANDLERS:
+                    bench.stop_and_remove(handler, bench.containers[handler][index])
+        finally:
+            bench.remove_pods()
+    print(
+        f"{args.containers} containers per handler, {args.per_pod} to a pod; runc = {args.binary}"
+    )
+    _report(bench, memory)
     return 0
 
 
