@@ -663,15 +663,8 @@ def test_daemon_restart_keeps_containers(crisp: Crisp) -> None:
     assert crisp.status(ending).exit_code == 7
 
 
-def test_interrupted_create_is_undone_at_start(crisp: Crisp) -> None:
-    pod_id = crisp.run_pod()
-    kept = crisp.run(pod_id, crisp.config("kept"))
-    crisp.daemon.stop()
-    # What a daemon killed in the middle of CreateContainer leaves: a CREATING record and
-    # a bundle directory (the overlay may or may not be mounted yet).
-    half = "e" * 64
-    bundle = crisp.paths.root / "containers" / half
-    (bundle / "rootfs").mkdir(parents=True)
+def _record_half_created(crisp: Crisp, pod_id: str, half: str, bundle: Path) -> None:
+    """The CREATING record a daemon killed in the middle of CreateContainer leaves."""
     db = StateDB(crisp.paths.root / "crisp.db")
     try:
         document = {
@@ -687,6 +680,18 @@ def test_interrupted_create_is_undone_at_start(crisp: Crisp) -> None:
         db.put("container", half, "creating", document)
     finally:
         db.close()
+
+
+def test_interrupted_create_is_undone_at_start(crisp: Crisp) -> None:
+    pod_id = crisp.run_pod()
+    kept = crisp.run(pod_id, crisp.config("kept"))
+    crisp.daemon.stop()
+    # What a daemon killed in the middle of CreateContainer leaves: a CREATING record and
+    # a bundle directory (the overlay may or may not be mounted yet).
+    half = "e" * 64
+    bundle = crisp.paths.root / "containers" / half
+    (bundle / "rootfs").mkdir(parents=True)
+    _record_half_created(crisp, pod_id, half, bundle)
     crisp.daemon = start_daemon(crisp.paths)
     assert not bundle.exists()
     assert [c.id for c in crisp.list()] == [kept]
@@ -805,21 +810,7 @@ def test_interrupted_create_with_an_image_volume_is_undone_at_start(crisp: Crisp
     volume.mkdir(parents=True)
     (bundle / "rootfs").mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "ro", "tmpfs", str(volume)], check=True)
-    db = StateDB(crisp.paths.root / "crisp.db")
-    try:
-        document = {
-            "pod_id": pod_id,
-            "name": "half",
-            "attempt": 0,
-            "image": crisp.image,
-            "image_id": "",
-            "layers": [],
-            "bundle": str(bundle),
-            "cgroup": f"/crisp/pod-{pod_id}/crisp-{half}",
-        }
-        db.put("container", half, "creating", document)
-    finally:
-        db.close()
+    _record_half_created(crisp, pod_id, half, bundle)
     crisp.daemon = start_daemon(crisp.paths)
     assert not bundle.exists()
     _nothing_made(crisp)
