@@ -92,17 +92,18 @@ class ContainerState:
     log_path: Path | None = None
 
 
-class _Running:
-    """A running container as its monitor last described it. Nothing in that changes until
-    the container exits, which the exit record or the monitor's death tells: a syscall and a
-    poll of a pidfd, where asking the monitor is a round trip to another process."""
+class _Settled:
+    """A created or running container as its monitor last described it. Nothing in that
+    changes until the daemon starts it (which replaces this entry) or it exits, which the
+    exit record or the monitor's death tells: a syscall and a poll of a pidfd, where asking
+    the monitor is a round trip to another process."""
 
     def __init__(self, state: ContainerState, exit_path: Path, monitor: ProcessWatch) -> None:
         self.state = state
         self._exit = str(exit_path)
         self._monitor = monitor
 
-    def still_running(self) -> bool:
+    def unchanged(self) -> bool:
         # access(), not exists(): no exception raised for the usual answer, "absent".
         return not os.access(self._exit, os.F_OK) and not self._monitor.exited()
 
@@ -110,7 +111,7 @@ class _Running:
         self._monitor.close()
 
     @classmethod
-    def of(cls, state: ContainerState, exit_path: Path, record: dict[str, Any]) -> _Running | None:
+    def of(cls, state: ContainerState, exit_path: Path, record: dict[str, Any]) -> _Settled | None:
         """None unless the record names the monitor and it still runs."""
         monitor_pid, monitor_start = record.get("monitor_pid"), record.get("monitor_start")
         if not monitor_pid or monitor_start is None:
@@ -144,9 +145,9 @@ class Runtime:
         self.zygote = zygote
         self.max_log_line = max_log_line
         self.max_log_size = max_log_size
-        # Status polls (kubelet, Runtime.wait) of running containers answered without a
-        # round trip to the monitor: a stat and a read of /proc instead.
-        self._running: dict[str, _Running] = {}
+        # Status polls (kubelet, Runtime.wait) of created and running containers answered
+        # without a round trip to the monitor: a stat and a poll of a pidfd instead.
+        self._settled: dict[str, _Settled] = {}
         state_root.mkdir(mode=0o700, parents=True, exist_ok=True)
 
     def _dir(self, container_id: str) -> StateDir:
@@ -232,7 +233,7 @@ class Runtime:
             self._remove(state, record, kill=False)
             raise
         # What the monitor has just answered; asking it again would cost a round trip.
-        return ContainerState(
+        created = ContainerState(
             id=container_id,
             bundle=bundle,
             status=Status.CREATED,
@@ -240,6 +241,8 @@ class Runtime:
             created_at=int(record["created_at"]),
             log_path=log_path,
         )
+        self._remember(created, state, record)
+        return created
 
     def _spawn_monitor(
         self,
@@ -332,12 +335,12 @@ class Runtime:
     # --- queries ----------------------------------------------------------------------
 
     def state(self, container_id: str) -> ContainerState:
-        running = self._running.get(container_id)
-        if running is not None:
-            if running.still_running():
-                return running.state
-            if self._running.pop(container_id, None) is running:
-                running.close()
+        settled = self._settled.get(container_id)
+        if settled is not None:
+            if settled.unchanged():
+                return settled.state
+            if self._settled.pop(container_id, None) is settled:
+                settled.close()
         state, record = self._record(container_id)
         exit_record = state.read_exit()
         reply: dict[str, Any] = {}
@@ -365,8 +368,7 @@ class Runtime:
             current = ContainerState(
                 status=Status(reply["status"]), started_at=int(reply["started_at"]), **common
             )
-            if current.status is Status.RUNNING:
-                self._remember_running(current, state, record)
+            self._remember(current, state, record)
             return current
         return ContainerState(
             status=Status.STOPPED,
@@ -379,13 +381,25 @@ class Runtime:
             **common,
         )
 
-    def _remember_running(
-        self, current: ContainerState, state: StateDir, record: dict[str, Any]
+    def _remember(
+        self,
+        current: ContainerState,
+        state: StateDir,
+        record: dict[str, Any],
+        replace: bool = False,
     ) -> None:
-        running = _Running.of(current, state.exit, record)
+        """Keep `current` for the next queries. Only StartContainer `replace`s an entry: a
+        query that raced with it may hold the older, created state."""
+        settled = _Settled.of(current, state.exit, record)
+        if settled is None:
+            return
+        if replace:
+            previous = self._settled.pop(current.id, None)
+            if previous is not None:
+                previous.close()
         # Another thread may have remembered it meanwhile: one entry, one pidfd.
-        if running is not None and self._running.setdefault(current.id, running) is not running:
-            running.close()
+        if self._settled.setdefault(current.id, settled) is not settled:
+            settled.close()
 
     def list(self) -> builtins.list[ContainerState]:
         result = []
@@ -398,7 +412,12 @@ class Runtime:
     # --- operations -------------------------------------------------------------------
 
     def _call(self, container_id: str, request: dict[str, Any]) -> dict[str, Any]:
-        state, _ = self._record(container_id)
+        return self._call_monitor(*self._record(container_id), request)
+
+    def _call_monitor(
+        self, state: StateDir, record: dict[str, Any], request: dict[str, Any]
+    ) -> dict[str, Any]:
+        container_id = record["id"]
         if state.exit.exists():
             raise InvalidStateError(f"container {container_id} is stopped")
         try:
@@ -411,7 +430,19 @@ class Runtime:
     def start(self, container_id: str) -> None:
         """Let the created container's process execve; errors (such as an executable that
         cannot be run) are raised here."""
-        self._call(container_id, {"op": "start"})
+        state, record = self._record(container_id)
+        reply = self._call_monitor(state, record, {"op": "start"})
+        log_path = record.get("log_path")
+        running = ContainerState(
+            id=container_id,
+            bundle=Path(record["bundle"]),
+            status=Status.RUNNING,
+            pid=int(record["pid"]),
+            created_at=int(record["created_at"]),
+            started_at=int(reply["started_at"]),
+            log_path=None if log_path is None else Path(log_path),
+        )
+        self._remember(running, state, record, replace=True)
 
     def kill(self, container_id: str, signum: int, all: bool = False) -> None:
         """Send `signum` to the container's process, or with `all` to every process in its
@@ -658,6 +689,9 @@ class Runtime:
         """Remove what the container left: wait for its monitor, then its cgroup (killing
         stragglers only when `kill`: a failed create must not kill what it did not start)
         and its state directory."""
+        settled = self._settled.pop(record["id"], None)
+        if settled is not None:
+            settled.close()
         monitor = record.get("monitor_pid")
         if monitor and not state.exit.exists():
             # A create that failed after the monitor answered leaves the init waiting.

@@ -541,8 +541,9 @@ def test_delete_cleans_up_after_a_create_interrupted_by_a_crash(lab: Lab) -> Non
     for key in ("pid", "monitor_pid", "monitor_start"):
         record.pop(key)
     record_path.write_text(json.dumps(record))
-    assert lab.driver.call("list") == []
-    lab.driver.call("delete", "i")
+    driver = lab.new_driver()  # the restarted daemon, which knows only what is on disk
+    assert driver.call("list") == []
+    driver.call("delete", "i")
     assert not (lab.state_root / "i").exists()
     assert not Path(f"/proc/{created['pid']}").exists()
     deadline = time.monotonic() + 5
