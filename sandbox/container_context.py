@@ -4,6 +4,7 @@ and events."""
 
 from __future__ import annotations
 
+import queue
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ from sandbox.errors import FailedPrecondition
 from sandbox.pod_context import KeyedLocks
 from sandbox.pod_list import ListedPod, PodFilter
 from sandbox.pod_status import PodStatus
+from sandbox.runtime_creates import RuntimeCreates
 
 
 class Images(Protocol):
@@ -58,6 +60,10 @@ class ContainerContext:
     locks: KeyedLocks
     events: EventHub
     cgroups: Callable[[str], CgroupManager]  # a manager for a cgroup path
+    # CreateContainer's runtime half, finishing in workers: wait for it before using one.
+    creates: RuntimeCreates = field(default_factory=RuntimeCreates)
+    # Removed containers (REMOVING) for the collector thread to take apart; None ends it.
+    removed: queue.SimpleQueue[str | None] = field(default_factory=queue.SimpleQueue)
     # Exits never change once recorded: kept so status and list do not reread them.
     exited: dict[str, Observed] = field(default_factory=dict)
     # The last CPU sample (time ns, usage ns) per cgroup: usage_nano_cores is their slope.

@@ -1,11 +1,12 @@
 """CreateContainer: validate, reserve the name, then make the container step by step (overlay
-rootfs, user, OCI spec, bundle, monitor). A failure at any step undoes every earlier one, so
-a bad request leaves nothing behind."""
+rootfs, user, OCI spec, bundle). A failure at any step undoes every earlier one, so a bad
+request leaves nothing behind. The runtime's part (cgroup, monitor, the process waiting to
+execve) follows in a worker once the RPC has answered (see sandbox.runtime_creates)."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -15,14 +16,21 @@ import time
 from pathlib import Path
 
 from imagesvc.imageconfig import ImageConfig
-from runtime.container import ContainerError, ContainerNotFoundError, Status
+from runtime.container import ContainerNotFoundError, Status
 from runtime.spec import IdMapping
 from sandbox import image_volumes, rootfs
 from sandbox.container_config import ContainerRequest, NamespaceMode
 from sandbox.container_context import ContainerContext
 from sandbox.container_events import ContainerEvent, EventType
 from sandbox.container_pod import log_base, pod_context, ready_pod
-from sandbox.container_record import CREATED, Container, mount_doc, resources_doc
+from sandbox.container_record import (
+    CREATED,
+    EXITED,
+    Container,
+    Observed,
+    mount_doc,
+    resources_doc,
+)
 from sandbox.container_user import ProcessUser, resolve_user
 from sandbox.errors import FailedPrecondition, InvalidArgument, NotFound, Unimplemented
 from sandbox.oci_spec import ImageFacts, build_spec, stop_signal
@@ -108,21 +116,43 @@ def create(ctx: ContainerContext, pod_id: str, request: ContainerRequest) -> str
             _write_private(Path(container.bundle) / "config.json", json.dumps(spec))
             if log_path is not None:
                 made_dirs = _make_parents(log_path)
-            ctx.store.save(container)  # from here a crash finds the monitor and removes it
-            ctx.runtime_of(container).create(
-                container_id,
-                Path(container.bundle),
-                log_path=log_path,
-                stdin=request.stdin,
-                stdin_once=request.stdin_once,
-            )
+            container.state = CREATED
+            ctx.store.save(container)
         except BaseException:
             _roll_back(ctx, container, made_dirs)
             raise
-        container.state = CREATED
-        ctx.store.save(container)
+    ctx.creates.begin(container_id, functools.partial(_create_in_runtime, ctx, container))
     ctx.events.publish(ContainerEvent(container_id, pod.id, EventType.CREATED, time.time_ns()))
     return container_id
+
+
+# What a container whose runtime create failed reports (as containerd: exit code 128).
+START_ERROR = "StartError"
+_START_ERROR_EXIT = 128
+
+
+def _create_in_runtime(ctx: ContainerContext, container: Container) -> None:
+    """The worker's half of CreateContainer. A failure (the runtime has undone its part)
+    leaves the container exited with the error, which StartContainer raises; its rootfs
+    and record stay until RemoveContainer, as those of any exited container."""
+    try:
+        ctx.runtime_for(container.runtime_handler).create(
+            container.id,
+            Path(container.bundle),
+            log_path=Path(container.log_path) if container.log_path else None,
+            stdin=container.stdin,
+            stdin_once=container.stdin_once,
+        )
+    except BaseException as exc:
+        log.warning("container %s: the runtime could not create it: %s", container.id, exc)
+        ctx.exited[container.id] = Observed(
+            EXITED, exit_code=_START_ERROR_EXIT, reason=START_ERROR, message=str(exc)
+        )
+        ctx.store.set_state(container.id, EXITED)
+        ctx.events.publish(
+            ContainerEvent(container.id, container.pod_id, EventType.STOPPED, time.time_ns())
+        )
+        raise
 
 
 def image_facts(name: str, config: ImageConfig) -> ImageFacts:
@@ -248,13 +278,11 @@ def _target_pid_ns(ctx: ContainerContext, request: ContainerRequest) -> str | No
 
 def _roll_back(ctx: ContainerContext, container: Container, made_dirs: list[Path]) -> None:
     try:
-        with contextlib.suppress(ContainerNotFoundError):
-            ctx.runtime_of(container).delete(container.id, force=True)
         image_volumes.unmount(Path(container.bundle))
         rootfs.remove(Path(container.bundle))
         for directory in made_dirs:
             shutil.rmtree(directory, ignore_errors=True)
-    except (ContainerError, OSError):
+    except OSError:
         # Keep the record: RemoveContainer (or the next start) finishes the cleanup.
         log.exception("container %s: cleanup after a failed create is incomplete", container.id)
         return

@@ -37,6 +37,7 @@ def exec_sync(
     if not command:
         raise InvalidArgument("ExecSync: cmd is required")
     container = existing(ctx, container_id)
+    ctx.creates.wait(container.id)
     base = ctx.runtime_of(container).process(container.id)
     process = dataclasses.replace(base, args=tuple(command), terminal=False)
     out_read, out_write = os.pipe2(os.O_CLOEXEC)

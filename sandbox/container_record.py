@@ -11,11 +11,14 @@ from sandbox.container_config import HugepageLimit, MountRequest, Propagation, R
 from sandbox.container_user import ProcessUser
 
 # Record states. CREATING is persisted before the first host change, so that a crash in the
-# middle of CreateContainer is found and undone at the next start.
+# middle of CreateContainer is found and undone at the next start. REMOVING: RemoveContainer
+# has answered and the container is gone for clients; what it had on the host (monitor
+# state, cgroup, overlay, bundle) is still being taken apart, also after a crash.
 CREATING = "creating"
 CREATED = "created"
 RUNNING = "running"
 EXITED = "exited"
+REMOVING = "removing"
 
 
 @dataclass

@@ -1,9 +1,12 @@
-"""RemoveContainer: stop (at once) if needed, then remove the monitor's state, the overlay
-rootfs, the bundle and the record. Idempotent, also for ids crisp never knew."""
+"""RemoveContainer: stop (at once) if needed and answer; the container is then gone for
+clients. Its monitor's state, cgroup, overlay rootfs and bundle are taken apart after the
+answer by the collector thread, from a REMOVING record, so that a crash meanwhile is finished
+at the next start. Idempotent, also for ids crisp never knew."""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from pathlib import Path
 
@@ -11,27 +14,52 @@ from runtime.container import ContainerNotFoundError
 from sandbox import image_volumes, rootfs
 from sandbox.container_context import ContainerContext
 from sandbox.container_events import ContainerEvent, EventType
-from sandbox.container_record import Container
+from sandbox.container_record import REMOVING, Container
 from sandbox.container_stop import halt
 from sandbox.errors import NotFound
+
+log = logging.getLogger(__name__)
 
 
 def remove(ctx: ContainerContext, container_id: str) -> None:
     container = ctx.store.find(container_id)
     if container is None:
         return
+    ctx.creates.wait(container.id)
     with ctx.locks.hold(container.id):
         if ctx.store.find(container.id) is None:
             return  # removed meanwhile
-        dismantle(ctx, container)
+        halt(ctx, container, 0)
+        ctx.store.set_state(container.id, REMOVING)
+    ctx.removed.put(container.id)
     ctx.events.publish(
         ContainerEvent(container.id, container.pod_id, EventType.DELETED, time.time_ns())
     )
 
 
+def collect(ctx: ContainerContext, container_id: str) -> None:
+    """Take apart what a removed container left, unless that is done already."""
+    with ctx.locks.hold(container_id):
+        container = ctx.store.being_removed(container_id)
+        if container is None:
+            return
+        try:
+            dismantle(ctx, container)
+        except Exception:
+            # Its record stays REMOVING: the pod's removal or the next start tries again.
+            log.exception("container %s: taking apart the removed container failed", container_id)
+
+
+def collect_removed(ctx: ContainerContext) -> None:
+    """The collector thread: containers as RemoveContainer hands them over; ends at None."""
+    while (container_id := ctx.removed.get()) is not None:
+        collect(ctx, container_id)
+
+
 def dismantle(ctx: ContainerContext, container: Container) -> None:
     """Everything a container has, in reverse order of creation (the caller holds its
-    lock). Each step is idempotent, so a retry after a failure finishes the job."""
+    lock, and has waited for its create). Each step is idempotent, so a retry after a
+    failure finishes the job."""
     halt(ctx, container, 0)
     with contextlib.suppress(ContainerNotFoundError):
         ctx.runtime_of(container).delete(container.id, force=True)
@@ -39,6 +67,7 @@ def dismantle(ctx: ContainerContext, container: Container) -> None:
     rootfs.remove(Path(container.bundle))
     ctx.store.delete(container.id)
     ctx.exited.pop(container.id, None)
+    ctx.creates.discard(container.id)
     ctx.cpu_samples.pop(container.cgroup, None)
 
 
@@ -53,11 +82,16 @@ def _full_pod_id(ctx: ContainerContext, pod_id: str) -> str:
 def stop_pod_containers(ctx: ContainerContext, pod_id: str, timeout: int = 0) -> None:
     """For StopPodSandbox: every container of the pod stopped."""
     for container in ctx.store.in_pod(_full_pod_id(ctx, pod_id)):
+        ctx.creates.wait(container.id)
         with ctx.locks.hold(container.id):
             halt(ctx, container, timeout)
 
 
 def remove_pod_containers(ctx: ContainerContext, pod_id: str) -> None:
-    """For RemovePodSandbox: every container of the pod removed."""
-    for container in ctx.store.in_pod(_full_pod_id(ctx, pod_id)):
+    """For RemovePodSandbox: every container of the pod removed and taken apart now (the
+    pod's cgroup and namespaces go next), also those the collector has not reached yet."""
+    for container in ctx.store.in_pod(_full_pod_id(ctx, pod_id), removing=True):
         remove(ctx, container.id)
+        with ctx.locks.hold(container.id):
+            if ctx.store.being_removed(container.id) is not None:
+                dismantle(ctx, container)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import time
 
 from runtime.container import InvalidStateError, Status
@@ -14,9 +15,19 @@ from sandbox.errors import FailedPrecondition
 
 def start(ctx: ContainerContext, container_id: str) -> None:
     container = existing(ctx, container_id)
+    failure = ctx.creates.wait(container.id)
+    if failure is not None:
+        # One exception object would collect every raise's traceback: raise a copy.
+        raise copy.copy(failure) from None
     with ctx.locks.hold(container.id):
+        container = existing(ctx, container.id)
+        if container.state != CREATED:
+            raise FailedPrecondition(
+                f"container {container.id} is {container.state}, not created: "
+                "only a created container can be started"
+            )
         state = ctx.runtime_of(container).state(container.id)
-        if container.state != CREATED or state.status is not Status.CREATED:
+        if state.status is not Status.CREATED:
             raise FailedPrecondition(
                 f"container {container.id} is {state.status.value}, not created: "
                 "only a created container can be started"

@@ -43,6 +43,8 @@ def observe(ctx: ContainerContext, container: Container) -> Observed:
     """The runtime's view; a container found exited is recorded (and announced) once."""
     if container.state == EXITED and container.id in ctx.exited:
         return ctx.exited[container.id]
+    if ctx.creates.under_way(container.id):
+        return _AS_RECORDED[CREATED]  # its monitor is on the way: no pid to tell yet
     try:
         state = ctx.runtime_of(container).state(container.id)
     except ContainerNotFoundError:

@@ -21,12 +21,14 @@ def stop(ctx: ContainerContext, container_id: str, timeout: int) -> None:
     container = ctx.store.find(container_id)
     if container is None or container.state == CREATING:
         return
+    ctx.creates.wait(container.id)
     with ctx.locks.hold(container.id):
         halt(ctx, container, timeout)
 
 
 def halt(ctx: ContainerContext, container: Container, timeout: int) -> None:
-    """Stop the container's process (the caller holds its lock)."""
+    """Stop the container's process (the caller has waited for its create and holds its
+    lock)."""
     try:
         state = ctx.runtime_of(container).state(container.id)
     except ContainerNotFoundError:

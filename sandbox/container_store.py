@@ -9,7 +9,7 @@ import dataclasses
 import threading
 from typing import Literal
 
-from sandbox.container_record import CREATING, Container
+from sandbox.container_record import CREATING, REMOVING, Container
 from sandbox.errors import AlreadyExists, InvalidArgument
 from sandbox.records import RecordStore
 
@@ -31,7 +31,7 @@ class ContainerStore:
         attempt in the same pod (kubelet's identity of a container)."""
         with self._lock:
             for other in self._containers.values():
-                if (other.pod_id, other.name, other.attempt) == (
+                if other.state != REMOVING and (other.pod_id, other.name, other.attempt) == (
                     container.pod_id,
                     container.name,
                     container.attempt,
@@ -55,10 +55,11 @@ class ContainerStore:
         self._containers[container.id] = copy.deepcopy(container)
 
     def set_state(self, container_id: str, state: str) -> Container | None:
-        """Record a transition; None when the container is gone meanwhile."""
+        """Record a transition; None when the container is gone meanwhile. REMOVING is the
+        last state: a late observer (an exit noticed, a failed create) cannot revive it."""
         with self._lock:
             current = self._containers.get(container_id)
-            if current is None:
+            if current is None or current.state == REMOVING:
                 return None
             if current.state != state:
                 current = dataclasses.replace(current, state=state)
@@ -71,23 +72,36 @@ class ContainerStore:
             self._records.delete(KIND, container_id)
             self._containers.pop(container_id, None)
 
-    def all(self) -> list[Container]:
-        """Oldest first. Records handed out are read-only: a change goes through save()."""
+    def all(self, removing: bool = False) -> list[Container]:
+        """Oldest first; those being removed (gone for clients) only with `removing`.
+        Records handed out are read-only: a change goes through save()."""
         with self._lock:
-            return sorted(self._containers.values(), key=lambda c: (c.created_ns, c.id))
+            chosen = [c for c in self._containers.values() if removing or c.state != REMOVING]
+        return sorted(chosen, key=lambda c: (c.created_ns, c.id))
 
-    def in_pod(self, pod_id: str) -> list[Container]:
-        return [c for c in self.all() if c.pod_id == pod_id]
+    def in_pod(self, pod_id: str, removing: bool = False) -> list[Container]:
+        return [c for c in self.all(removing) if c.pod_id == pod_id]
+
+    def being_removed(self, container_id: str) -> Container | None:
+        """The container if RemoveContainer has answered for it and its parts remain."""
+        with self._lock:
+            container = self._containers.get(container_id)
+        return container if container is not None and container.state == REMOVING else None
 
     def find(self, container_id: str) -> Container | None:
-        """The container with this id, or the only one whose id starts with it."""
+        """The container with this id, or the only one whose id starts with it (not one
+        being removed)."""
         if not container_id:
             raise InvalidArgument("container id is required")
         with self._lock:
             exact = self._containers.get(container_id)
-            if exact is not None:
+            if exact is not None and exact.state != REMOVING:
                 return exact
-            matches = [c for c in self._containers.values() if c.id.startswith(container_id)]
+            matches = [
+                c
+                for c in self._containers.values()
+                if c.id.startswith(container_id) and c.state != REMOVING
+            ]
         if len(matches) > 1:
             raise InvalidArgument(f"container id prefix {container_id!r} is ambiguous")
         return matches[0] if matches else None

@@ -16,6 +16,7 @@ from sandbox.oci_spec import linux_resources
 
 def update_resources(ctx: ContainerContext, container_id: str, resources: Resources) -> None:
     container = existing(ctx, container_id)
+    ctx.creates.wait(container.id)
     with ctx.locks.hold(container.id):
         if ctx.runtime_of(container).state(container.id).status is Status.STOPPED:
             raise FailedPrecondition(f"container {container.id} is stopped: nothing to update")
@@ -36,6 +37,7 @@ def reopen_log(ctx: ContainerContext, container_id: str) -> None:
     container = existing(ctx, container_id)
     if not container.log_path:
         return  # nothing is logged, so nothing to reopen
+    ctx.creates.wait(container.id)
     try:
         ctx.runtime_of(container).reopen_log(container.id)
     except InvalidStateError as e:

@@ -64,6 +64,7 @@ class ContainerService:
         )
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
+        self._collector: threading.Thread | None = None
 
     def reconcile(self) -> None:
         """Repair what a crash or restart left and start watching for exits; call once,
@@ -79,16 +80,23 @@ class ContainerService:
             daemon=True,
         )
         self._watcher.start()
+        self._collector = threading.Thread(
+            target=container_remove.collect_removed,
+            args=(self._ctx,),
+            name="container-collector",
+            daemon=True,
+        )
+        self._collector.start()
 
     def layers_in_use(self) -> set[str]:
         """Chain IDs of the layers containers' overlays use (kept by image GC)."""
-        return {layer for c in self._ctx.store.all() for layer in c.layers}
+        return {layer for c in self._ctx.store.all(removing=True) for layer in c.layers}
 
     @staticmethod
     def recorded_layers(records: RecordStore) -> set[str]:
         """The same, from the records alone: for image recovery at start-up, which runs
         before the container service exists."""
-        return {layer for c in ContainerStore(records).all() for layer in c.layers}
+        return {layer for c in ContainerStore(records).all(removing=True) for layer in c.layers}
 
     def create(self, pod_id: str, request: ContainerRequest) -> str:
         return container_create.create(self._ctx, pod_id, request)
@@ -170,5 +178,10 @@ class ContainerService:
         if self._watcher is not None:
             self._watcher.join()
             self._watcher = None
+        self._ctx.creates.close()
+        if self._collector is not None:
+            self._ctx.removed.put(None)  # after what is queued: all of it is taken apart
+            self._collector.join()
+            self._collector = None
         for runtime in self._ctx.runtimes.values():
             runtime.close()

@@ -30,6 +30,7 @@ from critest import images as ci
 from critest.registry import Registry
 from runtime.cgroups import CgroupVersion, find_mounts
 from runtime.namespaces import mounts_under
+from runtime.procfs import start_time
 from tests.crisp_daemon import (
     DaemonPaths,
     assert_nothing_left,
@@ -222,8 +223,10 @@ def test_create_start_exec_stop_remove(crisp: Crisp) -> None:
     crisp.daemon.runtime.StopContainer(pb.StopContainerRequest(container_id=container_id))
 
     crisp.daemon.runtime.RemoveContainer(pb.RemoveContainerRequest(container_id=container_id))
-    assert not bundle.exists() and mounts_under(bundle) == []
     assert code_of(lambda: crisp.status(container_id)) == grpc.StatusCode.NOT_FOUND
+    assert container_id not in [c.id for c in crisp.list()]
+    wait_for(lambda: not bundle.exists())  # taken apart after the answer
+    assert mounts_under(bundle) == []
     # Idempotent, also for ids crisp never knew.
     crisp.daemon.runtime.RemoveContainer(pb.RemoveContainerRequest(container_id=container_id))
     crisp.daemon.runtime.StopContainer(pb.StopContainerRequest(container_id="f" * 64))
@@ -281,12 +284,13 @@ def test_remove_running_container(crisp: Crisp) -> None:
 # --- bad input leaves nothing behind ---
 
 
-def _nothing_made(crisp: Crisp) -> None:
-    containers = crisp.paths.root / "containers"
-    assert list(containers.iterdir()) == []
-    assert list((crisp.paths.run / "c").iterdir()) == []
-    assert mounts_under(containers) == []
+def assert_no_container_left(crisp: Crisp) -> None:
+    """No container, nor anything of one: a removed container's parts are taken apart
+    after RemoveContainer answered, so they get a moment."""
     assert crisp.list() == []
+    containers = crisp.paths.root / "containers"
+    wait_for(lambda: not list(containers.iterdir()) and not list((crisp.paths.run / "c").iterdir()))
+    assert mounts_under(containers) == []
 
 
 def test_create_errors(crisp: Crisp) -> None:
@@ -319,10 +323,7 @@ def test_create_errors(crisp: Crisp) -> None:
         )
     )
     assert code(pod_id, bad_cap) == grpc.StatusCode.INVALID_ARGUMENT
-    # The runtime finds a missing executable at create already, as runc does.
-    no_such_binary = crisp.config(command=["/no/such/binary"])
-    assert code(pod_id, no_such_binary) == grpc.StatusCode.UNKNOWN
-    _nothing_made(crisp)
+    assert_no_container_left(crisp)
 
     crisp.create(pod_id, crisp.config())
     assert code(pod_id, crisp.config()) == grpc.StatusCode.ALREADY_EXISTS
@@ -330,6 +331,61 @@ def test_create_errors(crisp: Crisp) -> None:
 
     crisp.daemon.runtime.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=pod_id))
     assert code(pod_id, crisp.config(name="late")) == grpc.StatusCode.FAILED_PRECONDITION
+
+
+def test_runtime_create_error_is_raised_by_start(crisp: Crisp) -> None:
+    """The runtime's part of a create (as runc create: here it finds a missing executable)
+    finishes after CreateContainer answered; its error comes from StartContainer, and the
+    container is exited with it, as containerd's StartError."""
+    pod_id = crisp.run_pod()
+    container_id = crisp.create(pod_id, crisp.config(command=["/no/such/binary"]))
+    with pytest.raises(grpc.RpcError) as err:
+        crisp.daemon.runtime.StartContainer(pb.StartContainerRequest(container_id=container_id))
+    assert err.value.code() == grpc.StatusCode.UNKNOWN
+    assert "/no/such/binary" in str(err.value.details())
+    # Asked again: the same answer, not "already started".
+    again = code_of(
+        lambda: crisp.daemon.runtime.StartContainer(
+            pb.StartContainerRequest(container_id=container_id)
+        )
+    )
+    assert again == grpc.StatusCode.UNKNOWN
+    status = crisp.status(container_id)
+    assert status.state == pb.CONTAINER_EXITED
+    assert (status.exit_code, status.reason) == (128, "StartError")
+    assert "/no/such/binary" in status.message
+    assert not list((crisp.paths.run / "c").iterdir())  # the runtime undid its part
+    crisp.daemon.runtime.RemoveContainer(pb.RemoveContainerRequest(container_id=container_id))
+    assert_no_container_left(crisp)
+
+
+def test_a_runtime_create_cut_short_by_a_crash_reports_exited(crisp: Crisp) -> None:
+    """The daemon dies while its worker still waits for the monitor's answer: after the
+    restart the monitor and its process are gone and the container is exited."""
+    pod_id = crisp.run_pod()
+    container_id = crisp.create(pod_id, crisp.config())
+    record_path = crisp.paths.run / "c" / container_id / "container.json"
+    wait_for(lambda: record_path.exists() and "pid" in json.loads(record_path.read_text()))
+    record = json.loads(record_path.read_text())
+    monitor, monitor_started = record["monitor_pid"], record["monitor_start"]
+    crisp.daemon.stop(signal.SIGKILL)
+    # What the runtime's record holds before the monitor's answer is written into it.
+    for key in ("pid", "monitor_pid", "monitor_start"):
+        record.pop(key)
+    record_path.write_text(json.dumps(record))
+    crisp.daemon = start_daemon(crisp.paths)
+    status = crisp.status(container_id)
+    assert (status.state, status.exit_code) == (pb.CONTAINER_EXITED, 255)
+    assert not record_path.parent.exists()
+    assert start_time(monitor) != monitor_started  # killed, with the process it made
+    start = code_of(
+        lambda: crisp.daemon.runtime.StartContainer(
+            pb.StartContainerRequest(container_id=container_id)
+        )
+    )
+    assert start == grpc.StatusCode.FAILED_PRECONDITION
+    crisp.daemon.runtime.RemoveContainer(pb.RemoveContainerRequest(container_id=container_id))
+    assert_no_container_left(crisp)
 
 
 # --- security context, checked from inside ---
@@ -634,7 +690,7 @@ def test_pod_stop_and_remove_take_the_containers(crisp: Crisp) -> None:
     assert crisp.status(container_id).state == pb.CONTAINER_EXITED
     crisp.daemon.runtime.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=pod_id))
     assert crisp.list() == []
-    _nothing_made(crisp)
+    assert_no_container_left(crisp)
 
 
 def test_shared_pid_namespace(crisp: Crisp) -> None:
@@ -769,7 +825,7 @@ def test_image_volumes(crisp: Crisp, volume_image_ref: str) -> None:
     ]:
         bad = crisp.config(mounts=[_image_volume(volume_image_ref, "/vol", sub_path)])
         assert code_of(functools.partial(crisp.create, pod_id, bad)) == code, sub_path
-        _nothing_made(crisp)
+        assert_no_container_left(crisp)
 
     mounts = [
         _image_volume(volume_image_ref, "/vol"),
@@ -797,7 +853,33 @@ def test_image_volumes(crisp: Crisp, volume_image_ref: str) -> None:
     assert crisp.exec(container_id, "cat", "/sub/b.txt").stdout == b"new\n"
 
     crisp.daemon.runtime.RemoveContainer(pb.RemoveContainerRequest(container_id=container_id))
-    _nothing_made(crisp)
+    assert_no_container_left(crisp)
+
+
+def test_a_removal_cut_short_by_a_crash_is_finished_at_start(crisp: Crisp) -> None:
+    """RemoveContainer answered, then the daemon died before its collector took the
+    container apart: the restarted daemon finishes it, and the container stays gone."""
+    pod_id = crisp.run_pod()
+    container_id = crisp.run(pod_id, crisp.config())
+    crisp.daemon.runtime.StopContainer(pb.StopContainerRequest(container_id=container_id))
+    crisp.daemon.stop(signal.SIGKILL)
+    db = StateDB(crisp.paths.root / "crisp.db")
+    try:
+        record = db.get("container", container_id)
+        assert record is not None
+        db.put("container", container_id, "removing", record.document)
+    finally:
+        db.close()
+    bundle = crisp.paths.root / "containers" / container_id
+    assert (bundle / "rootfs") in map(Path, mounts_under(bundle))
+    crisp.daemon = start_daemon(crisp.paths)
+    assert code_of(lambda: crisp.status(container_id)) == grpc.StatusCode.NOT_FOUND
+    assert_no_container_left(crisp)
+    db = StateDB(crisp.paths.root / "crisp.db")
+    try:
+        wait_for(lambda: db.get("container", container_id) is None)
+    finally:
+        db.close()
 
 
 def test_interrupted_create_with_an_image_volume_is_undone_at_start(crisp: Crisp) -> None:
@@ -813,4 +895,4 @@ def test_interrupted_create_with_an_image_volume_is_undone_at_start(crisp: Crisp
     _record_half_created(crisp, pod_id, half, bundle)
     crisp.daemon = start_daemon(crisp.paths)
     assert not bundle.exists()
-    _nothing_made(crisp)
+    assert_no_container_left(crisp)

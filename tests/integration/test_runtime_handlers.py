@@ -5,12 +5,14 @@ restarts of the daemon, clean removal) holds for them too."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import signal
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +29,7 @@ from tests.crisp_daemon import DaemonPaths, assert_nothing_left, start_daemon, w
 from tests.integration.test_containers import (
     RPC_TIMEOUT,
     Crisp,
+    assert_no_container_left,
     code_of,
     wait_for,
     with_cleanup_errors_ignored,
@@ -104,8 +107,17 @@ def binary_list(crisp: Crisp, handler: str) -> list[dict[str, object]]:
 
 
 def monitor_of(crisp: Crisp, container_id: str) -> tuple[int, int | None]:
-    record = json.loads((crisp.paths.run / "c" / container_id / "container.json").read_text())
-    return int(record["monitor_pid"]), record.get("monitor_start")
+    """The monitor's pid and start time, once the runtime's create (which finishes after
+    CreateContainer has answered) has recorded them."""
+    path = crisp.paths.run / "c" / container_id / "container.json"
+    deadline = time.monotonic() + 30
+    while True:
+        with contextlib.suppress(OSError, ValueError):
+            record = json.loads(path.read_text())
+            if "pid" in record:
+                return int(record["monitor_pid"]), record.get("monitor_start")
+        assert time.monotonic() < deadline, f"{path} never got the create's result"
+        time.sleep(0.01)
 
 
 @pytest.mark.parametrize("handler", sorted(BINARIES))
@@ -162,8 +174,9 @@ def test_container_lifecycle_through_the_handler(crisp: Crisp, handler: str) -> 
     monitor, monitor_started = monitor_of(crisp, container_id)
     bundle = crisp.paths.root / "containers" / container_id
     crisp.daemon.runtime.RemoveContainer(pb.RemoveContainerRequest(container_id=container_id))
+    wait_for(lambda: not bundle.exists())  # taken apart after the answer
     assert binary_list(crisp, handler) == []
-    assert not bundle.exists() and mounts_under(bundle) == []
+    assert mounts_under(bundle) == []
     assert not (crisp.paths.run / "c" / container_id).exists()
     assert start_time(monitor) != monitor_started and start_time(pid) != pid_started
     assert code_of(lambda: crisp.status(container_id)) == grpc.StatusCode.NOT_FOUND
@@ -225,11 +238,13 @@ def test_a_missing_binary_is_refused_clearly(crisp: Crisp) -> None:
 @pytest.mark.skipif(not _crun_refuses_this_host(), reason="crun can run containers here")
 def test_a_runtime_that_fails_create_leaves_nothing(crisp: Crisp) -> None:
     pod_id = run_pod(crisp, "crun")
-    with pytest.raises(grpc.RpcError) as err:
-        crisp.create(pod_id, crisp.config())
+    container_id = crisp.create(pod_id, crisp.config())
+    with pytest.raises(grpc.RpcError) as err:  # the runtime's create is done by then
+        crisp.daemon.runtime.StartContainer(pb.StartContainerRequest(container_id=container_id))
     assert "crun create failed" in str(err.value.details())
     assert "hybrid mode not supported" in str(err.value.details())
-    assert list((crisp.paths.root / "containers").iterdir()) == []
     assert list((crisp.paths.run / "c").iterdir()) == []
     assert binary_list(crisp, "crun") == []
-    assert crisp.list() == []
+    assert crisp.status(container_id).reason == "StartError"
+    crisp.daemon.runtime.RemoveContainer(pb.RemoveContainerRequest(container_id=container_id))
+    assert_no_container_left(crisp)
