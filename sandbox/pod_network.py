@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from decimal import Decimal, InvalidOperation
 
 from cni.errors import CNIError
 from cni.network import Bandwidth, NetworkManager, PodDNS, PortMapping
@@ -35,6 +34,10 @@ _SUFFIXES = {
 
 def parse_quantity(text: str) -> int:
     """A Kubernetes resource quantity ("10M", "1.5Gi", "1000") as an integer."""
+    # Imported here, not at module level: only pods with bandwidth annotations get here,
+    # and decimal (with its C library) would cost every daemon ~0.3 MB of memory.
+    from decimal import Decimal, InvalidOperation
+
     match = _QUANTITY.match(text.strip())
     if match is None or match.group(2) not in _SUFFIXES:
         raise ValueError(f"{text!r} is not a quantity")

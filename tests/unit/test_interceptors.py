@@ -1,10 +1,12 @@
-"""The observing interceptor wraps each method once and keeps no trace of unknown ones."""
+"""The observing interceptor wraps each method once and keeps no trace of unknown ones; after
+a pull it hands the heap the pull freed back to the system."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import grpc
+import pytest
 
 from cri.interceptors import ObservingInterceptor
 from cri.metrics import create_metrics
@@ -45,3 +47,49 @@ def test_each_method_is_wrapped_once_and_unknown_ones_are_not_kept() -> None:
         )
         == 1
     )
+
+
+class _Aborted(Exception):
+    pass
+
+
+class _Context:
+    def abort(self, code: grpc.StatusCode, message: str) -> None:
+        raise _Aborted(code)
+
+
+def test_a_pull_hands_the_heap_it_freed_back_whether_it_succeeds_or_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    released: list[str] = []
+    monkeypatch.setattr("cri.interceptors.release_free_heap", lambda: released.append("freed"))
+    interceptor = ObservingInterceptor(create_metrics())
+    failing = False
+
+    def pull(request: Any, context: Any) -> str:
+        if failing:
+            raise OSError("registry unreachable")
+        return "pulled"
+
+    handlers = {
+        "/runtime.v1.ImageService/PullImage": grpc.unary_unary_rpc_method_handler(pull),
+        "/runtime.v1.RuntimeService/Version": grpc.unary_unary_rpc_method_handler(
+            lambda request, context: "answer"
+        ),
+    }
+
+    def call(method: str) -> Any:
+        handler = interceptor.intercept_service(
+            lambda details: handlers[details.method], _Details(method)
+        )
+        assert handler is not None and handler.unary_unary is not None
+        return handler.unary_unary(object(), _Context())  # type: ignore[arg-type]
+
+    assert call("/runtime.v1.RuntimeService/Version") == "answer"
+    assert released == []
+    assert call("/runtime.v1.ImageService/PullImage") == "pulled"
+    assert released == ["freed"]
+    failing = True
+    with pytest.raises(_Aborted):
+        call("/runtime.v1.ImageService/PullImage")
+    assert released == ["freed", "freed"]
