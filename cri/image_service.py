@@ -26,10 +26,18 @@ class ImageService(pb_grpc.ImageServiceServicer):
         self._images = images
         # kubelet asks ImageStatus of every container's image before each start.
         self._messages: MessageCache[ImageRecord, pb.Image] = MessageCache()
+        # ImageStatus's whole (non-verbose) answer, returned as it is: no copy per call.
+        self._statuses: MessageCache[ImageRecord, pb.ImageStatusResponse] = MessageCache()
 
     def _image(self, record: ImageRecord) -> pb.Image:
         """Read-only: the message is shared with later calls."""
         return self._messages.get(record.id, record, lambda: _image(record))
+
+    def _status(self, record: ImageRecord) -> pb.ImageStatusResponse:
+        """Read-only: the message is shared with later calls."""
+        return self._statuses.get(
+            record.id, record, lambda: pb.ImageStatusResponse(image=self._image(record))
+        )
 
     def PullImage(
         self, request: pb.PullImageRequest, context: grpc.ServicerContext
@@ -52,6 +60,9 @@ class ImageService(pb_grpc.ImageServiceServicer):
             dict(request.image.annotations),
             cancel,
         )
+        # kubelet asks ImageStatus of the image as soon as the pull returns, and that call
+        # meets a gRPC path gone cold during the pull: its answer is built here, not then.
+        self._status(record)
         return pb.PullImageResponse(image_ref=str(record.id))
 
     def ImageStatus(
@@ -60,10 +71,10 @@ class ImageService(pb_grpc.ImageServiceServicer):
         record = self._images.find(request.image.image)
         if record is None:
             return pb.ImageStatusResponse()
-        info: dict[str, str] = {}
         if request.verbose:
             info = {"info": json.dumps(self._images.verbose_info(record))}
-        return pb.ImageStatusResponse(image=self._image(record), info=info)
+            return pb.ImageStatusResponse(image=self._image(record), info=info)
+        return self._status(record)
 
     def ListImages(
         self, request: pb.ListImagesRequest, context: grpc.ServicerContext
