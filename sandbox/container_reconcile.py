@@ -1,9 +1,9 @@
 """After a restart: finish what a crash interrupted; while serving: notice exits.
 
-A container whose CreateContainer was interrupted (record still CREATING) is removed; one
-whose runtime create was (CREATED, with the worker gone: see sandbox.runtime_creates) loses
-what the runtime had made of it and reports as exited; a removed one (REMOVING) goes to the
-collector. Exits
+A CreateContainer that was interrupted leaves a bundle no record names (or, from older
+versions, a CREATING record): either is removed. A container whose runtime create was
+interrupted (CREATED, its worker gone: see sandbox.runtime_creates) loses what the runtime
+had made of it and reports as exited; a removed one (REMOVING) goes to the collector. Exits
 are found by the monitors' exit records: the watcher only looks for the file, so it costs
 one stat per running container per round.
 """
@@ -15,6 +15,7 @@ import logging
 import threading
 
 from runtime.container import ContainerNotFoundError
+from sandbox import image_volumes, rootfs
 from sandbox.container_context import ContainerContext
 from sandbox.container_record import CREATED, CREATING, REMOVING, RUNNING, Container
 from sandbox.container_remove import dismantle
@@ -40,6 +41,24 @@ def reconcile(ctx: ContainerContext) -> None:
                 _settle_runtime_create(ctx, container)
             except Exception:
                 log.exception("container %s: cleanup of an interrupted create failed", container.id)
+
+
+def remove_unrecorded_bundles(ctx: ContainerContext) -> None:
+    """Bundles no record names: CreateContainer writes its record once the bundle is
+    complete, so a crash before that leaves one (its overlay and image volumes perhaps
+    mounted) and nothing else."""
+    recorded = {c.id for c in ctx.store.all(removing=True)}
+    for bundle in ctx.settings.containers_dir.iterdir():
+        if bundle.name in recorded:
+            continue
+        try:
+            image_volumes.unmount(bundle)
+            rootfs.remove(bundle)
+            log.info(
+                "container bundle %s: removed (a create interrupted before its record)", bundle
+            )
+        except OSError:
+            log.exception("container bundle %s: removing it failed", bundle)
 
 
 def _settle_runtime_create(ctx: ContainerContext, container: Container) -> None:

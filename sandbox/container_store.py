@@ -27,8 +27,10 @@ class ContainerStore:
             )
 
     def reserve(self, container: Container) -> None:
-        """Persist a new container in CREATING, refusing a second one of the same name and
-        attempt in the same pod (kubelet's identity of a container)."""
+        """Hold a new container in CREATING, refusing a second one of the same name and
+        attempt in the same pod (kubelet's identity of a container). In memory only: its
+        first database write is its CREATED record; what a crash leaves before that is a
+        bundle directory no record names, which reconciliation removes."""
         with self._lock:
             for other in self._containers.values():
                 if other.state != REMOVING and (other.pod_id, other.name, other.attempt) == (
@@ -41,7 +43,7 @@ class ContainerStore:
                         f"exists in pod sandbox {container.pod_id} as {other.id}"
                     )
             container.state = CREATING
-            self._save_locked(container)
+            self._containers[container.id] = copy.deepcopy(container)
 
     def save(self, container: Container) -> None:
         with self._lock:

@@ -72,6 +72,7 @@ class ContainerService:
         settings = self._ctx.settings
         settings.containers_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         container_reconcile.reconcile(self._ctx)
+        container_reconcile.remove_unrecorded_bundles(self._ctx)
         container_reconcile.notice_exits(self._ctx)
         self._watcher = threading.Thread(
             target=container_reconcile.watch_exits,

@@ -754,6 +754,25 @@ def test_interrupted_create_is_undone_at_start(crisp: Crisp) -> None:
     assert crisp.status(kept).state == pb.CONTAINER_RUNNING
 
 
+def test_a_bundle_without_a_record_is_removed_at_start(crisp: Crisp) -> None:
+    """What a daemon killed in CreateContainer before its first record write leaves: a
+    bundle with its overlay rootfs (and an image volume) mounted, which nothing names."""
+    pod_id = crisp.run_pod()
+    kept = crisp.run(pod_id, crisp.config("kept"))
+    crisp.daemon.stop()
+    bundle = crisp.paths.root / "containers" / ("d" * 64)
+    for mount_point in (bundle / "rootfs", bundle / "volumes" / "0" / "root"):
+        mount_point.mkdir(parents=True)
+        subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(mount_point)], check=True)
+    crisp.daemon = start_daemon(crisp.paths)
+    assert not bundle.exists()
+    assert mounts_under(crisp.paths.root / "containers") == mounts_under(
+        crisp.paths.root / "containers" / kept
+    )
+    assert [c.id for c in crisp.list()] == [kept]
+    assert crisp.status(kept).state == pb.CONTAINER_RUNNING
+
+
 def test_exec_probes_leak_nothing(crisp: Crisp) -> None:
     pod_id = crisp.run_pod()
     container_id = crisp.run(pod_id, crisp.config())
