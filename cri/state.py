@@ -49,6 +49,11 @@ MIGRATIONS: list[str] = [
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
+# The history of a removed object is kept this long, then dropped: on a node that runs
+# containers for months, the transitions table would otherwise grow without end.
+REMOVED_HISTORY_NS = 24 * 3600 * 10**9
+_PRUNE_EVERY_NS = 3600 * 10**9
+
 
 class StateError(RuntimeError):
     """The database cannot be opened or is from a newer crisp."""
@@ -81,6 +86,8 @@ class StateDB:
             raise StateError(f"cannot open state database {path}: {e}") from e
         self._lock = threading.RLock()
         self._migrate()
+        self._pruned_ns = 0
+        self._prune_now()
 
     def close(self) -> None:
         with self._lock:
@@ -185,7 +192,25 @@ class StateDB:
                 "VALUES (?, ?, ?, 'removed', ?)",
                 (kind, id, row[0], time.time_ns()),
             )
-            return True
+        if time.time_ns() - self._pruned_ns > _PRUNE_EVERY_NS:
+            self._prune_now()
+        return True
+
+    def prune_history(self, removed_before_ns: int) -> int:
+        """Drop the transitions of objects removed before `removed_before_ns`; returns how
+        many rows went."""
+        with self.transaction() as conn:
+            cursor = conn.execute(
+                "DELETE FROM transitions WHERE (kind, id) IN (SELECT kind, id FROM "
+                "transitions WHERE to_state = 'removed' AND at_ns < ?)",
+                (removed_before_ns,),
+            )
+            return cursor.rowcount
+
+    def _prune_now(self) -> None:
+        now = time.time_ns()
+        self.prune_history(now - REMOVED_HISTORY_NS)
+        self._pruned_ns = now
 
     def transitions(self, kind: Kind, id: str) -> list[tuple[str | None, str]]:
         with self._lock:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cri.state import SCHEMA_VERSION, StateDB, StateError
+from cri.state import REMOVED_HISTORY_NS, SCHEMA_VERSION, StateDB, StateError
 
 
 def test_fresh_database_is_migrated_and_in_wal_mode(tmp_path: Path) -> None:
@@ -53,6 +53,22 @@ def test_records_and_transitions(tmp_path: Path) -> None:
             ("ready", "notready"),
             ("notready", "removed"),
         ]
+    finally:
+        db.close()
+
+
+def test_history_of_removed_objects_is_pruned(tmp_path: Path) -> None:
+    db = StateDB(tmp_path / "crisp.db")
+    try:
+        db.put("container", "gone", "created", {})
+        db.delete("container", "gone")
+        db.put("container", "live", "created", {})
+        db.put("container", "live", "running", {})
+        removed_at = time.time_ns()
+        assert db.prune_history(removed_at - REMOVED_HISTORY_NS) == 0  # removed just now
+        assert db.prune_history(removed_at + 1) == 2
+        assert db.transitions("container", "gone") == []
+        assert db.transitions("container", "live") == [(None, "created"), ("created", "running")]
     finally:
         db.close()
 
