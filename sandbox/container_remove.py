@@ -50,10 +50,24 @@ def collect(ctx: ContainerContext, container_id: str) -> None:
             log.exception("container %s: taking apart the removed container failed", container_id)
 
 
+# The collector works in batches, at most this often. Unmounting an overlay and removing
+# cgroups hold kernel locks (mount namespace, cgroup tree) that a create needs too; taken
+# a moment later, they stay off the path of the request right after RemoveContainer.
+BATCH_SECONDS = 0.1
+
+
 def collect_removed(ctx: ContainerContext) -> None:
-    """The collector thread: containers as RemoveContainer hands them over; ends at None."""
-    while (container_id := ctx.removed.get()) is not None:
-        collect(ctx, container_id)
+    """The collector thread: containers as RemoveContainer hands them over, a batch at a
+    time; ends at None (after what was queued before it)."""
+    while True:
+        batch = [ctx.removed.get()]
+        time.sleep(BATCH_SECONDS)
+        while not ctx.removed.empty():
+            batch.append(ctx.removed.get())
+        for container_id in batch:
+            if container_id is None:
+                return
+            collect(ctx, container_id)
 
 
 def dismantle(ctx: ContainerContext, container: Container) -> None:
