@@ -69,6 +69,7 @@ def run_wipe(config: Config) -> int:
         run_dir=Path(config.run_dir),
         log_dir=Path(config.log_dir),
         cgroup_parent=config.cgroup.parent,
+        cni_conf_dir=Path(config.cni.conf_dir),
     )
     try:
         with _daemon_excluded(config) as lock_files:
@@ -106,8 +107,8 @@ def run_wipe(config: Config) -> int:
         print(f"crisp wipe: warning: {error}", file=sys.stderr)
     print(
         f"crisp wipe: took {len(report.networks)} pods off their network, unmounted "
-        f"{len(report.unmounted)}, removed {len(report.cgroups)} cgroups and "
-        f"{len(report.directories)} directories"
+        f"{len(report.unmounted)}, removed {len(report.cgroups)} cgroups, "
+        f"{len(report.links)} network devices and {len(report.directories)} directories"
     )
     for directory in report.directories:
         print(f"  removed {directory}")

@@ -7,8 +7,10 @@ under the run dir (each names its monitor), and the processes left in crisp's cg
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
+import subprocess
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +22,7 @@ from runtime.procfs import start_time
 from runtime.statedir import StateDir, read_json
 from sandbox.container_record import Container
 from sandbox.errors import Unavailable
+from sandbox.network import DEFAULT_NETWORK_FILE
 from sandbox.pod import PodSandbox
 from sandbox.pod_network import detach
 from sandbox.records import RecordStore
@@ -38,11 +41,13 @@ class WipeTarget:
     run_dir: Path
     log_dir: Path
     cgroup_parent: str
+    cni_conf_dir: Path | None = None  # where crisp may have written its default network
 
 
 @dataclass
 class WipeReport:
     networks: list[str] = field(default_factory=list)  # pods taken off their CNI network
+    links: list[str] = field(default_factory=list)  # network devices removed
     network_errors: list[str] = field(default_factory=list)
     unmounted: list[str] = field(default_factory=list)
     cgroups: list[str] = field(default_factory=list)
@@ -230,7 +235,42 @@ def wipe(
             else:
                 entry.unlink()
     _remove_pod_logs(target.log_dir, report)
+    _remove_default_network_leftovers(target.cni_conf_dir, report)
     return report
+
+
+_HOST_LOCAL_DATA_DIR = "/var/lib/cni/networks"
+# host-local's allocation files that are not an allocated address.
+_IPAM_BOOKKEEPING = re.compile(r"^(lock|last_reserved_ip\..*)$")
+
+
+def _remove_default_network_leftovers(conf_dir: Path | None, report: WipeReport) -> None:
+    """What crisp's own default network (the file crisp writes) leaves once no pod is on
+    it: its bridge, and host-local's allocation directory. Both outlive the pods by design
+    of the plugins. The iptables chains portmap and firewall add are shared by every CNI
+    user of the host and stay."""
+    if conf_dir is None:
+        return
+    try:
+        network = json.loads((conf_dir / DEFAULT_NETWORK_FILE).read_text())
+        bridge = next(p for p in network["plugins"] if p.get("type") == "bridge")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, StopIteration):
+        return  # not there, or not crisp's
+    name = str(bridge.get("bridge") or "cni0")
+    ports = Path("/sys/class/net") / name / "brif"
+    if ports.is_dir() and not any(ports.iterdir()):
+        done = subprocess.run(["ip", "link", "del", name], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise WipeError(f"cannot remove bridge {name}: {done.stderr.strip()}")
+        report.links.append(name)
+    ipam = bridge.get("ipam") or {}
+    if ipam.get("type") != "host-local" or not network.get("name"):
+        return
+    allocations = Path(ipam.get("dataDir") or _HOST_LOCAL_DATA_DIR) / str(network["name"])
+    if allocations.is_dir() and all(
+        _IPAM_BOOKKEEPING.match(entry.name) for entry in allocations.iterdir()
+    ):
+        _remove_tree(allocations, report)
 
 
 def remove_state_dirs(target: WipeTarget, report: WipeReport) -> None:
