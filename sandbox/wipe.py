@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import subprocess
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from pyroute2 import IPRoute, NetlinkError
 
 from cni.network import NetworkManager
 from runtime import namespaces
@@ -259,9 +260,12 @@ def _remove_default_network_leftovers(conf_dir: Path | None, report: WipeReport)
     name = str(bridge.get("bridge") or "cni0")
     ports = Path("/sys/class/net") / name / "brif"
     if ports.is_dir() and not any(ports.iterdir()):
-        done = subprocess.run(["ip", "link", "del", name], capture_output=True, text=True)
-        if done.returncode != 0:
-            raise WipeError(f"cannot remove bridge {name}: {done.stderr.strip()}")
+        try:
+            with IPRoute() as netlink:
+                for index in netlink.link_lookup(ifname=name):
+                    netlink.link("del", index=index)
+        except NetlinkError as e:
+            raise WipeError(f"cannot remove bridge {name}: {e}") from e
         report.links.append(name)
     ipam = bridge.get("ipam") or {}
     if ipam.get("type") != "host-local" or not network.get("name"):
