@@ -10,7 +10,7 @@ from runtime.cgroups import CgroupError
 from runtime.container import ContainerError, ContainerNotFoundError, InvalidStateError, Status
 from runtime.procfs import start_time, wait_exit
 from sandbox.container_context import ContainerContext
-from sandbox.container_record import CREATING, Container
+from sandbox.container_record import CREATING, EXITED, Container
 from sandbox.container_status import observe
 from sandbox.errors import DeadlineExceeded
 
@@ -29,6 +29,8 @@ def stop(ctx: ContainerContext, container_id: str, timeout: int) -> None:
 def halt(ctx: ContainerContext, container: Container, timeout: int) -> None:
     """Stop the container's process (the caller has waited for its create and holds its
     lock)."""
+    if container.state == EXITED and container.id in ctx.exited:
+        return  # its exit is recorded: nothing of it runs (RemoveContainer after a stop)
     try:
         state = ctx.runtime_of(container).state(container.id)
     except ContainerNotFoundError:
