@@ -186,6 +186,21 @@ class PodMessages:
 
     def __init__(self) -> None:
         self._listed: MessageCache[PodConfig, pb.PodSandbox] = MessageCache()
+        self._statuses: MessageCache[PodConfig, pb.PodSandboxStatus] = MessageCache()
+
+    def pod_status(self, status: PodStatus) -> pb.PodSandboxStatus:
+        """Read-only: the message is shared with later calls (kubelet asks for every pod's
+        status on each relist; building it costs more than the rest of the call)."""
+        pod = status.pod
+        key = (
+            pod.id,
+            status.ready,
+            pod.created_ns,
+            pod.runtime_handler,
+            pod.network_attached,
+            tuple(pod.ips),
+        )
+        return self._statuses.get(key, pod.config, lambda: pod_status(status))
 
     def pod_sandboxes(self, listed: Iterable[ListedPod]) -> list[pb.PodSandbox]:
         """Read-only messages: they are shared with later calls."""

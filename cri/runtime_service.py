@@ -138,7 +138,7 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
             for s in self._containers.pod_statuses(status.pod.id)  # the full id, not a prefix
         ]
         return pb.PodSandboxStatusResponse(
-            status=pod_messages.pod_status(status),
+            status=self._pod_messages.pod_status(status),
             info=pod_messages.status_info(status),
             containers_statuses=containers,
             timestamp=timestamp,
@@ -339,7 +339,7 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
         # A pod that is gone already has no status: the event still names the container.
         with contextlib.suppress(NotFound):
             response.pod_sandbox_status.CopyFrom(
-                pod_messages.pod_status(self._pods.status(event.pod_id))
+                self._pod_messages.pod_status(self._pods.status(event.pod_id))
             )
         response.containers_statuses.extend(
             self._container_messages.container_status(s.container, s.observed)
