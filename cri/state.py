@@ -200,9 +200,11 @@ class StateDB:
         """Drop the transitions of objects removed before `removed_before_ns`; returns how
         many rows went."""
         with self.transaction() as conn:
+            # Not of an id that has a record again (an image pulled anew keeps its id).
             cursor = conn.execute(
                 "DELETE FROM transitions WHERE (kind, id) IN (SELECT kind, id FROM "
-                "transitions WHERE to_state = 'removed' AND at_ns < ?)",
+                "transitions WHERE to_state = 'removed' AND at_ns < ?) "
+                "AND (kind, id) NOT IN (SELECT kind, id FROM records)",
                 (removed_before_ns,),
             )
             return cursor.rowcount

@@ -138,7 +138,13 @@ class ImageManager:
 
     def lower_dirs(self, record: ImageRecord) -> list[Path]:
         """The image's unpacked layers, topmost first, as overlayfs's lowerdir lists them."""
-        return list(self._lower_dirs(record.layers[-1])) if record.layers else []
+        if not record.layers:
+            return []
+        dirs = self._lower_dirs(record.layers[-1])
+        if not dirs[0].is_dir():  # collected since (the image was removed meanwhile)
+            self._lower_dirs.cache_clear()
+            return self.layers.lower_dirs(record.layers[-1])  # raises LayerNotFound
+        return list(dirs)
 
     def usage(self) -> FsUsage:
         self.root.mkdir(parents=True, exist_ok=True)

@@ -27,14 +27,20 @@ from sandbox.container_record import (
     CREATED,
     EXITED,
     Container,
-    Observed,
     mount_doc,
     resources_doc,
 )
 from sandbox.container_user import ProcessUser, resolve_user
-from sandbox.errors import FailedPrecondition, InvalidArgument, NotFound, Unimplemented
+from sandbox.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+    Unimplemented,
+)
 from sandbox.oci_spec import ImageFacts, build_spec, stop_signal
 from sandbox.pod import PodSandbox
+from sandbox.runtime_creates import RuntimeCreatesClosed
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +92,12 @@ def create(ctx: ContainerContext, pod_id: str, request: ContainerRequest) -> str
         pid_namespace=request.security.namespaces.pid.value,
         runtime_handler=pod.runtime_handler,
     )
-    ctx.store.reserve(container)
+    ctx.creates.expect(container_id)  # before anyone can see it: they wait for the worker
+    try:
+        ctx.store.reserve(container)
+    except BaseException:
+        ctx.creates.abandon(container_id)
+        raise
     with ctx.locks.hold(container_id):
         made_dirs: list[Path] = []
         try:
@@ -118,23 +129,24 @@ def create(ctx: ContainerContext, pod_id: str, request: ContainerRequest) -> str
                 made_dirs = _make_parents(log_path)
             container.state = CREATED
             ctx.store.save(container)
+            # Announced before the worker begins, whose failure is announced as a stop.
+            ctx.events.publish(
+                ContainerEvent(container_id, pod.id, EventType.CREATED, time.time_ns())
+            )
+            ctx.creates.begin(container_id, functools.partial(_create_in_runtime, ctx, container))
+        except RuntimeCreatesClosed as e:
+            _roll_back(ctx, container, made_dirs)
+            raise Unavailable(str(e)) from None
         except BaseException:
             _roll_back(ctx, container, made_dirs)
             raise
-    ctx.creates.begin(container_id, functools.partial(_create_in_runtime, ctx, container))
-    ctx.events.publish(ContainerEvent(container_id, pod.id, EventType.CREATED, time.time_ns()))
     return container_id
-
-
-# What a container whose runtime create failed reports (as containerd: exit code 128).
-START_ERROR = "StartError"
-_START_ERROR_EXIT = 128
 
 
 def _create_in_runtime(ctx: ContainerContext, container: Container) -> None:
     """The worker's half of CreateContainer. A failure (the runtime has undone its part)
-    leaves the container exited with the error, which StartContainer raises; its rootfs
-    and record stay until RemoveContainer, as those of any exited container."""
+    leaves the container exited with the error, recorded, which StartContainer raises; its
+    rootfs and record stay until RemoveContainer, as those of any exited container."""
     try:
         ctx.runtime_for(container.runtime_handler).create(
             container.id,
@@ -145,13 +157,10 @@ def _create_in_runtime(ctx: ContainerContext, container: Container) -> None:
         )
     except BaseException as exc:
         log.warning("container %s: the runtime could not create it: %s", container.id, exc)
-        ctx.exited[container.id] = Observed(
-            EXITED, exit_code=_START_ERROR_EXIT, reason=START_ERROR, message=str(exc)
-        )
-        ctx.store.set_state(container.id, EXITED)
-        ctx.events.publish(
-            ContainerEvent(container.id, container.pod_id, EventType.STOPPED, time.time_ns())
-        )
+        if ctx.store.set_state(container.id, EXITED, start_error=str(exc)) is not None:
+            ctx.events.publish(
+                ContainerEvent(container.id, container.pod_id, EventType.STOPPED, time.time_ns())
+            )
         raise
 
 
@@ -286,6 +295,8 @@ def _roll_back(ctx: ContainerContext, container: Container, made_dirs: list[Path
         # Keep the record: RemoveContainer (or the next start) finishes the cleanup.
         log.exception("container %s: cleanup after a failed create is incomplete", container.id)
         return
+    finally:
+        ctx.creates.abandon(container.id)
     ctx.store.delete(container.id)
 
 

@@ -38,6 +38,8 @@ def exec_sync(
         raise InvalidArgument("ExecSync: cmd is required")
     container = existing(ctx, container_id)
     ctx.creates.wait(container.id)
+    if existing(ctx, container.id).start_error:
+        raise FailedPrecondition(f"container {container.id} is not running: it never started")
     base = ctx.runtime_of(container).process(container.id)
     process = dataclasses.replace(base, args=tuple(command), terminal=False)
     out_read, out_write = os.pipe2(os.O_CLOEXEC)

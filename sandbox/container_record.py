@@ -46,6 +46,7 @@ class Container:
     stdin_once: bool = False
     pid_namespace: str = ""  # "container" when the container has its own (a target for others)
     runtime_handler: str = ""  # its pod's; "" in records older than handlers: the default
+    start_error: str = ""  # why the runtime could not create it (it is then EXITED)
 
     @property
     def rootfs(self) -> str:

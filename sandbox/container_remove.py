@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import queue
 import time
 from pathlib import Path
 
@@ -37,37 +38,58 @@ def remove(ctx: ContainerContext, container_id: str) -> None:
     )
 
 
-def collect(ctx: ContainerContext, container_id: str) -> None:
-    """Take apart what a removed container left, unless that is done already."""
+def collect(ctx: ContainerContext, container_id: str) -> bool:
+    """Take apart what a removed container left, unless that is done already; False when
+    a step failed (the record stays REMOVING, for a retry)."""
     with ctx.locks.hold(container_id):
         container = ctx.store.being_removed(container_id)
         if container is None:
-            return
+            return True
         try:
             dismantle(ctx, container)
         except Exception:
-            # Its record stays REMOVING: the pod's removal or the next start tries again.
             log.exception("container %s: taking apart the removed container failed", container_id)
+            return False
+        return True
 
 
 # The collector works in batches, at most this often. Unmounting an overlay and removing
 # cgroups hold kernel locks (mount namespace, cgroup tree) that a create needs too; taken
 # a moment later, they stay off the path of the request right after RemoveContainer.
 BATCH_SECONDS = 0.1
+# A container that could not be taken apart is tried again after this, doubling up to the
+# cap (RemoveContainer has answered: nobody else would retry before the pod goes).
+RETRY_FIRST_SECONDS = 1.0
+RETRY_MAX_SECONDS = 300.0
 
 
 def collect_removed(ctx: ContainerContext) -> None:
     """The collector thread: containers as RemoveContainer hands them over, a batch at a
-    time; ends at None (after what was queued before it)."""
+    time, and those that failed again later; ends at None (after what was queued before
+    it)."""
+    retries: dict[str, tuple[float, float]] = {}  # id → (when to try again, delay after that)
     while True:
-        batch = [ctx.removed.get()]
+        due = min((at for at, _ in retries.values()), default=None)
+        try:
+            first = ctx.removed.get(
+                timeout=None if due is None else max(0.0, due - time.monotonic())
+            )
+            batch = [first]
+        except queue.Empty:
+            batch = []
         time.sleep(BATCH_SECONDS)
         while not ctx.removed.empty():
             batch.append(ctx.removed.get())
+        now = time.monotonic()
+        batch += [c for c, (at, _) in retries.items() if at <= now and c not in batch]
         for container_id in batch:
             if container_id is None:
                 return
-            collect(ctx, container_id)
+            if collect(ctx, container_id):
+                retries.pop(container_id, None)
+            else:
+                _, delay = retries.get(container_id, (0.0, RETRY_FIRST_SECONDS))
+                retries[container_id] = (now + delay, min(delay * 2, RETRY_MAX_SECONDS))
 
 
 def dismantle(ctx: ContainerContext, container: Container) -> None:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import copy
 import time
 
-from runtime.container import InvalidStateError, Status
+from runtime.container import ContainerError, InvalidStateError, Status
+from runtime.spec import SpecError
 from sandbox.container_context import ContainerContext
 from sandbox.container_events import ContainerEvent, EventType
 from sandbox.container_record import CREATED, EXITED, RUNNING
@@ -16,11 +16,10 @@ from sandbox.errors import FailedPrecondition
 def start(ctx: ContainerContext, container_id: str) -> None:
     container = existing(ctx, container_id)
     failure = ctx.creates.wait(container.id)
-    if failure is not None:
-        # One exception object would collect every raise's traceback: raise a copy.
-        raise copy.copy(failure) from None
     with ctx.locks.hold(container.id):
         container = existing(ctx, container.id)
+        if container.start_error:
+            raise _start_failure(failure, container.start_error) from None
         if container.state != CREATED:
             raise FailedPrecondition(
                 f"container {container.id} is {container.state}, not created: "
@@ -46,3 +45,13 @@ def start(ctx: ContainerContext, container_id: str) -> None:
     ctx.events.publish(
         ContainerEvent(container.id, container.pod_id, EventType.STARTED, time.time_ns())
     )
+
+
+def _start_failure(failure: BaseException | None, message: str) -> Exception:
+    """The runtime create's error, raised anew for each StartContainer (one exception object
+    would collect every raise's traceback): of its own class where that is one of the
+    runtime's, which take the message alone, so that the gRPC code stays; a plain
+    ContainerError otherwise, and after a daemon restart, when only the message is left."""
+    if isinstance(failure, ContainerError | SpecError):
+        return type(failure)(message)
+    return ContainerError(message)

@@ -21,6 +21,9 @@ from sandbox.errors import NotFound
 COMPLETED = "Completed"
 ERROR = "Error"
 OOM_KILLED = "OOMKilled"
+# A container the runtime could not create (its StartContainer fails), as containerd.
+START_ERROR = "StartError"
+_START_ERROR_EXIT = 128
 # The exit code reported when crisp lost track of a container (e.g. after a reboot).
 _UNKNOWN_EXIT = 255
 
@@ -43,6 +46,10 @@ def observe(ctx: ContainerContext, container: Container) -> Observed:
     """The runtime's view; a container found exited is recorded (and announced) once."""
     if container.state == EXITED and container.id in ctx.exited:
         return ctx.exited[container.id]
+    if container.start_error:
+        return Observed(
+            EXITED, exit_code=_START_ERROR_EXIT, reason=START_ERROR, message=container.start_error
+        )
     if ctx.creates.under_way(container.id):
         return _AS_RECORDED[CREATED]  # its monitor is on the way: no pid to tell yet
     try:
@@ -57,9 +64,11 @@ def observe(ctx: ContainerContext, container: Container) -> Observed:
     else:
         observed = _from_runtime(state)
     if observed.state == EXITED:
-        ctx.exited[container.id] = observed
-        if container.state != EXITED:
-            ctx.store.set_state(container.id, EXITED)
+        if container.state == EXITED:
+            ctx.exited[container.id] = observed
+        # Kept and announced only while the record is there (not once it is being removed).
+        elif ctx.store.set_state(container.id, EXITED) is not None:
+            ctx.exited[container.id] = observed
             if container.state == RUNNING:
                 ctx.events.publish(
                     ContainerEvent(

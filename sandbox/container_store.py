@@ -7,7 +7,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import threading
-from typing import Literal
+from typing import Any, Literal
 
 from sandbox.container_record import CREATING, REMOVING, Container
 from sandbox.errors import AlreadyExists, InvalidArgument
@@ -56,18 +56,27 @@ class ContainerStore:
         container.created_ns = record.created_ns
         self._containers[container.id] = copy.deepcopy(container)
 
-    def set_state(self, container_id: str, state: str) -> Container | None:
-        """Record a transition; None when the container is gone meanwhile. REMOVING is the
-        last state: a late observer (an exit noticed, a failed create) cannot revive it."""
+    def set_state(self, container_id: str, state: str, **changes: Any) -> Container | None:
+        """Record a transition (with other `changes` to the record); None when the container
+        is gone meanwhile. REMOVING is the last state: a late observer (an exit noticed, a
+        failed create) cannot revive it."""
+        return self._change(container_id, state=state, **changes)
+
+    def update(self, container_id: str, **changes: Any) -> Container | None:
+        """Change fields other than the state, of the record as it is now (not of a copy
+        read earlier, which a concurrent transition may have overtaken)."""
+        return self._change(container_id, **changes)
+
+    def _change(self, container_id: str, **changes: Any) -> Container | None:
         with self._lock:
             current = self._containers.get(container_id)
             if current is None or current.state == REMOVING:
                 return None
-            if current.state != state:
-                current = dataclasses.replace(current, state=state)
-                self._records.put(KIND, current.id, state, current.to_doc())
-                self._containers[container_id] = current
-            return current
+            changed = dataclasses.replace(current, **changes)
+            if changed != current:
+                self._records.put(KIND, changed.id, changed.state, changed.to_doc())
+                self._containers[container_id] = changed
+            return changed
 
     def delete(self, container_id: str) -> None:
         with self._lock:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 from runtime.cgroups import InvalidResourcesError, from_oci
 from runtime.container import ContainerError, InvalidStateError, Status
 from sandbox.container_config import Resources
@@ -18,7 +16,11 @@ def update_resources(ctx: ContainerContext, container_id: str, resources: Resour
     container = existing(ctx, container_id)
     ctx.creates.wait(container.id)
     with ctx.locks.hold(container.id):
-        if ctx.runtime_of(container).state(container.id).status is Status.STOPPED:
+        container = existing(ctx, container.id)
+        if (
+            container.start_error
+            or ctx.runtime_of(container).state(container.id).status is Status.STOPPED
+        ):
             raise FailedPrecondition(f"container {container.id} is stopped: nothing to update")
         try:
             limits = from_oci(linux_resources(resources))
@@ -28,9 +30,7 @@ def update_resources(ctx: ContainerContext, container_id: str, resources: Resour
             ctx.runtime_of(container).update(container.id, limits)
         except ContainerError as e:
             raise InvalidArgument(f"container {container.id}: resources: {e}") from e
-        current = ctx.store.find(container.id)
-        if current is not None:
-            ctx.store.save(dataclasses.replace(current, resources=resources_doc(resources)))
+        ctx.store.update(container.id, resources=resources_doc(resources))
 
 
 def reopen_log(ctx: ContainerContext, container_id: str) -> None:
@@ -38,6 +38,8 @@ def reopen_log(ctx: ContainerContext, container_id: str) -> None:
     if not container.log_path:
         return  # nothing is logged, so nothing to reopen
     ctx.creates.wait(container.id)
+    if existing(ctx, container.id).start_error:
+        raise FailedPrecondition(f"container {container.id} is not running: it never started")
     try:
         ctx.runtime_of(container).reopen_log(container.id)
     except InvalidStateError as e:

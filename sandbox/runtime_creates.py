@@ -26,6 +26,10 @@ log = logging.getLogger(__name__)
 _WORKERS = 8
 
 
+class RuntimeCreatesClosed(RuntimeError):
+    """The daemon is stopping: no create can begin any more."""
+
+
 class RuntimeCreates:
     def __init__(self, workers: int = _WORKERS) -> None:
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="create")
@@ -33,14 +37,42 @@ class RuntimeCreates:
         self._under_way: dict[str, Future[None]] = {}
         # Until the container is removed: StartContainer raises it, however late it comes.
         self._failed: dict[str, BaseException] = {}
+        self._closed = False
+
+    def expect(self, container_id: str) -> None:
+        """Announce a create before its container can be seen: from now on every verb
+        waits for it, until `begin`'s work has finished or the create is `abandon`ed."""
+        future: Future[None] = Future()
+        with self._guard:
+            self._under_way[container_id] = future
 
     def begin(self, container_id: str, work: Callable[[], None]) -> None:
-        """Run `work` for the container in a worker; what it raises is the create's error
-        (`work` itself leaves the container in the state that error calls for)."""
+        """Run `work` for the expected container in a worker; what it raises is the
+        create's error (`work` itself leaves the container in the state that error calls
+        for). Raises RuntimeCreatesClosed once the daemon is stopping."""
+        future = self._under_way[container_id]
+
+        def run() -> None:
+            try:
+                work()
+            except BaseException as error:
+                self._settle(container_id, future, error)
+                future.set_exception(error)
+            else:
+                self._settle(container_id, future, None)
+                future.set_result(None)
+
         with self._guard:
-            future = self._executor.submit(work)
-            self._under_way[container_id] = future
-        future.add_done_callback(lambda _: self._finished(container_id, future))
+            if self._closed:
+                raise RuntimeCreatesClosed("crisp is stopping: no container can be created")
+            self._executor.submit(run)
+
+    def abandon(self, container_id: str) -> None:
+        """The create failed before `begin` (and was undone): nobody waits for it any more."""
+        future = self._under_way.get(container_id)
+        if future is not None and not future.done():
+            self._settle(container_id, future, None)
+            future.set_result(None)
 
     def under_way(self, container_id: str) -> bool:
         return container_id in self._under_way
@@ -59,10 +91,13 @@ class RuntimeCreates:
 
     def close(self) -> None:
         """The daemon stops: finish the creates under way, so none is left half made."""
+        with self._guard:
+            self._closed = True
         self._executor.shutdown(wait=True)
 
-    def _finished(self, container_id: str, future: Future[None]) -> None:
-        error = future.exception()
+    def _settle(self, container_id: str, future: Future[None], error: BaseException | None) -> None:
+        """The bookkeeping of a finished create, done before its future completes: whoever
+        the future wakes finds it done (a done-callback would run only after them)."""
         with self._guard:
             if error is not None:
                 self._failed[container_id] = error

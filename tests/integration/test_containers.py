@@ -355,6 +355,21 @@ def test_runtime_create_error_is_raised_by_start(crisp: Crisp) -> None:
     assert (status.exit_code, status.reason) == (128, "StartError")
     assert "/no/such/binary" in status.message
     assert not list((crisp.paths.run / "c").iterdir())  # the runtime undid its part
+    # Recorded, not only remembered: the same after a restart.
+    crisp.restart(signal.SIGKILL)
+    status = crisp.status(container_id)
+    assert (status.state, status.exit_code, status.reason) == (
+        pb.CONTAINER_EXITED,
+        128,
+        "StartError",
+    )
+    assert "/no/such/binary" in status.message
+    with pytest.raises(grpc.RpcError) as err:
+        crisp.daemon.runtime.StartContainer(pb.StartContainerRequest(container_id=container_id))
+    assert err.value.code() == grpc.StatusCode.UNKNOWN
+    assert "/no/such/binary" in str(err.value.details())
+    exec_code = code_of(lambda: crisp.exec(container_id, "true"))
+    assert exec_code == grpc.StatusCode.FAILED_PRECONDITION
     crisp.daemon.runtime.RemoveContainer(pb.RemoveContainerRequest(container_id=container_id))
     assert_no_container_left(crisp)
 

@@ -69,6 +69,12 @@ def test_history_of_removed_objects_is_pruned(tmp_path: Path) -> None:
         assert db.prune_history(removed_at + 1) == 2
         assert db.transitions("container", "gone") == []
         assert db.transitions("container", "live") == [(None, "created"), ("created", "running")]
+        # An id that came back (an image pulled again) keeps all of its history.
+        db.put("image", "again", "present", {})
+        db.delete("image", "again")
+        db.put("image", "again", "present", {})
+        assert db.prune_history(time.time_ns() + 1) == 0
+        assert len(db.transitions("image", "again")) == 3
     finally:
         db.close()
 
