@@ -27,7 +27,11 @@ def test_an_expected_create_is_waited_for_until_its_work_is_done() -> None:
         time.sleep(0.05)
         assert seen == []  # begin has not even been called
         release = threading.Event()
-        creates.begin("c", lambda: None if release.wait(10) else None)
+
+        def work() -> None:
+            release.wait(10)
+
+        creates.begin("c", work)
         time.sleep(0.05)
         assert seen == [] and creates.under_way("c")
         release.set()
