@@ -21,6 +21,8 @@ from critest.bench_memory import verbose_pid
 from critest.procmem import parent_of
 from runtime.namespaces import mounts_under
 
+RPC_TIMEOUT = 60
+
 
 @dataclass
 class DaemonPaths:
@@ -173,6 +175,42 @@ def start_daemon(
         metrics_address=endpoints["metrics"],
         extra_args=list(extra_args),
     )
+
+
+def host_network_pod(name: str) -> pb.PodSandboxConfig:
+    """A pod on the host's network (no CNI needed), in the tests' namespace."""
+    return pb.PodSandboxConfig(
+        metadata=pb.PodSandboxMetadata(name=name, uid=f"uid-{name}", namespace="crisp-test"),
+        linux=pb.LinuxPodSandboxConfig(
+            security_context=pb.LinuxSandboxSecurityContext(
+                namespace_options=pb.NamespaceOption(network=pb.NODE)
+            )
+        ),
+    )
+
+
+def run_pod_and_container(
+    runtime: pb_grpc.RuntimeServiceStub, pod_config: pb.PodSandboxConfig, image: str
+) -> tuple[str, str]:
+    """Run the pod and, in it, a started container "app" of `image` (pulled already)
+    logging to app/0.log; returns (pod id, container id)."""
+    pod_id = runtime.RunPodSandbox(
+        pb.RunPodSandboxRequest(config=pod_config), timeout=RPC_TIMEOUT
+    ).pod_sandbox_id
+    container_id = runtime.CreateContainer(
+        pb.CreateContainerRequest(
+            pod_sandbox_id=pod_id,
+            sandbox_config=pod_config,
+            config=pb.ContainerConfig(
+                metadata=pb.ContainerMetadata(name="app"),
+                image=pb.ImageSpec(image=image),
+                log_path="app/0.log",
+            ),
+        ),
+        timeout=RPC_TIMEOUT,
+    ).container_id
+    runtime.StartContainer(pb.StartContainerRequest(container_id=container_id), timeout=RPC_TIMEOUT)
+    return pod_id, container_id
 
 
 def monitor_pid(daemon: RunningDaemon, container_id: str) -> int:

@@ -22,6 +22,7 @@ from criapi import api_pb2_grpc as pb_grpc
 from critest import images as ci
 from critest.registry import Registry
 from runtime.namespaces import mounts_under
+from tests.crisp_daemon import host_network_pod, run_pod_and_container
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
@@ -130,30 +131,7 @@ def test_install_run_a_container_reinstall_and_it_still_runs(prefix: Path, tmp_p
             pb_grpc.ImageServiceStub(channel).PullImage(
                 pb.PullImageRequest(image=pb.ImageSpec(image=image_ref)), timeout=RPC_TIMEOUT
             )
-        pod_config = pb.PodSandboxConfig(
-            metadata=pb.PodSandboxMetadata(name="kept", uid="uid-kept", namespace="crisp-test"),
-            linux=pb.LinuxPodSandboxConfig(
-                security_context=pb.LinuxSandboxSecurityContext(
-                    namespace_options=pb.NamespaceOption(network=pb.NODE)
-                )
-            ),
-        )
-        pod_id = runtime.RunPodSandbox(
-            pb.RunPodSandboxRequest(config=pod_config), timeout=RPC_TIMEOUT
-        ).pod_sandbox_id
-        container_id = runtime.CreateContainer(
-            pb.CreateContainerRequest(
-                pod_sandbox_id=pod_id,
-                sandbox_config=pod_config,
-                config=pb.ContainerConfig(
-                    metadata=pb.ContainerMetadata(name="app"),
-                    image=pb.ImageSpec(image=image_ref),
-                    log_path="app/0.log",
-                ),
-            ),
-            timeout=RPC_TIMEOUT,
-        ).container_id
-        runtime.StartContainer(pb.StartContainerRequest(container_id=container_id))
+        pod_id, container_id = run_pod_and_container(runtime, host_network_pod("kept"), image_ref)
 
         def container_status() -> tuple[int, int]:
             status = runtime.ContainerStatus(

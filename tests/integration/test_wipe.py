@@ -22,7 +22,13 @@ from critest import images as ci
 from critest.registry import Registry
 from runtime.namespaces import mounts_under
 from sandbox.network import DEFAULT_NETWORK_FILE
-from tests.crisp_daemon import DaemonPaths, RunningDaemon, start_daemon
+from tests.crisp_daemon import (
+    DaemonPaths,
+    RunningDaemon,
+    host_network_pod,
+    run_pod_and_container,
+    start_daemon,
+)
 from tests.hostnet import free_subnet
 from tests.integration.test_cli import run_crisp
 
@@ -86,31 +92,10 @@ def test_wipe_refuses_while_anything_runs_then_leaves_nothing(
     paths = daemon_paths
     daemon = start_daemon(paths)
     daemon.image.PullImage(pb.PullImageRequest(image=pb.ImageSpec(image=image_ref)))
-    pod_config = pb.PodSandboxConfig(
-        # No log directory: crisp makes one of its own below log_dir, which wipe removes.
-        metadata=pb.PodSandboxMetadata(name="wiped", uid="uid-wiped", namespace="crisp-test"),
-        linux=pb.LinuxPodSandboxConfig(
-            security_context=pb.LinuxSandboxSecurityContext(
-                namespace_options=pb.NamespaceOption(network=pb.NODE)
-            )
-        ),
+    # No log directory: crisp makes one of its own below log_dir, which wipe removes.
+    pod_id, container_id = run_pod_and_container(
+        daemon.runtime, host_network_pod("wiped"), image_ref
     )
-    pod_id = daemon.runtime.RunPodSandbox(
-        pb.RunPodSandboxRequest(config=pod_config), timeout=RPC_TIMEOUT
-    ).pod_sandbox_id
-    container_id = daemon.runtime.CreateContainer(
-        pb.CreateContainerRequest(
-            pod_sandbox_id=pod_id,
-            sandbox_config=pod_config,
-            config=pb.ContainerConfig(
-                metadata=pb.ContainerMetadata(name="app"),
-                image=pb.ImageSpec(image=image_ref),
-                log_path="app/0.log",
-            ),
-        ),
-        timeout=RPC_TIMEOUT,
-    ).container_id
-    daemon.runtime.StartContainer(pb.StartContainerRequest(container_id=container_id))
     daemon_pid = daemon.process.pid
 
     code, _, stderr = _wipe(paths)
