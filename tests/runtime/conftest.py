@@ -8,9 +8,12 @@ import secrets
 import signal
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from runtime.namespaces import mounts_under
+from tests.runtime.containers import Lab
 from tests.runtime.processes import Spawn
 
 
@@ -45,3 +48,15 @@ def spawn() -> Iterator[Spawn]:
 def test_parent() -> str:
     """A unique top-level cgroup name; tests remove it through `cgroup_cleanup`."""
     return f"crisp-test-{secrets.token_hex(4)}"
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[Lab]:
+    """A state root, bundles, a cgroup parent and a driver daemon; nothing of them (no
+    container, monitor, mount or cgroup) outlives the test."""
+    world = Lab(tmp_path, f"crisp-test-{secrets.token_hex(4)}")
+    try:
+        yield world
+    finally:
+        world.cleanup()
+    assert not mounts_under(tmp_path), "mounts left behind"

@@ -6,11 +6,9 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,16 +21,6 @@ from tests.runtime.processes import Spawn, needs_root
 pytestmark = [needs_root, needs_busybox]
 
 STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z$")
-
-
-@pytest.fixture
-def lab(tmp_path: Path) -> Iterator[Lab]:
-    world = Lab(tmp_path, f"crisp-test-{secrets.token_hex(4)}")
-    try:
-        yield world
-    finally:
-        world.cleanup()
-    assert not mounts_under(tmp_path), "mounts left behind"
 
 
 def status_of(pid: int) -> dict[str, str]:

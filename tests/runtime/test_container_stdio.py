@@ -4,14 +4,10 @@
 from __future__ import annotations
 
 import json
-import secrets
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
-from tests.runtime.containers import Lab, mounts_under, needs_busybox, read_log
+from tests.runtime.containers import Lab, needs_busybox, read_log
 from tests.runtime.processes import needs_root, run_python
 
 pytestmark = [needs_root, needs_busybox]
@@ -26,16 +22,6 @@ from runtime.container import Runtime
 from runtime import control
 rt = Runtime(Path(sys.argv[1] if len(sys.argv) > 1 else {state!r}), zygote)
 """
-
-
-@pytest.fixture
-def lab(tmp_path: Path) -> Iterator[Lab]:
-    world = Lab(tmp_path, f"crisp-test-{secrets.token_hex(4)}")
-    try:
-        yield world
-    finally:
-        world.cleanup()
-    assert not mounts_under(tmp_path)
 
 
 def run(lab: Lab, body: str) -> dict[str, object]:

@@ -4,9 +4,7 @@ a fresh interpreter (the fork server must start before any thread exists)."""
 from __future__ import annotations
 
 import json
-import secrets
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,7 +12,7 @@ import pytest
 from runtime.cgroups.resources import Cpu, HugepageLimit, LinuxResources, Memory, Pids
 from runtime.external import ExternalRuntime, _oci_resources
 from runtime.oci_command import last_error
-from tests.runtime.containers import Lab, mounts_under, needs_busybox, read_log
+from tests.runtime.containers import Lab, needs_busybox, read_log
 from tests.runtime.processes import needs_root, run_python
 
 RUNC = Path("/usr/sbin/runc")
@@ -31,16 +29,6 @@ from runtime.external import ExternalRuntime
 rt = ExternalRuntime("runc", Path({binary!r}), Path({root!r}), Path({state!r}), zygote)
 def names(path): return sorted(p.name for p in Path(path).iterdir())
 """
-
-
-@pytest.fixture
-def lab(tmp_path: Path) -> Iterator[Lab]:
-    world = Lab(tmp_path, f"crisp-test-{secrets.token_hex(4)}")
-    try:
-        yield world
-    finally:
-        world.cleanup()
-    assert not mounts_under(tmp_path)
 
 
 def run(lab: Lab, body: str) -> dict[str, object]:

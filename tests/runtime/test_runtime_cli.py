@@ -9,7 +9,6 @@ import array
 import contextlib
 import json
 import os
-import secrets
 import shutil
 import signal
 import socket
@@ -37,16 +36,6 @@ needs_cli = pytest.mark.skipif(
     CLI is None, reason="crisp-runtime is not installed (pip install -e .)"
 )
 pytestmark = [needs_root, needs_busybox, needs_cli]
-
-
-@pytest.fixture
-def lab(tmp_path: Path) -> Iterator[Lab]:
-    world = Lab(tmp_path, f"crisp-test-{secrets.token_hex(4)}")
-    try:
-        yield world
-    finally:
-        world.cleanup()
-    assert not mounts_under(tmp_path), "mounts left behind"
 
 
 @pytest.fixture
