@@ -3,12 +3,27 @@ plugins: a free private subnet, and portmap's host-wide iptables chains."""
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import random
+import secrets
 import socket
 import subprocess
+from collections.abc import Iterator
 
 from pyroute2 import IPRoute
+
+
+@contextlib.contextmanager
+def temporary_bridge(prefix: str) -> Iterator[str]:
+    """A fresh bridge name for a test; the bridge, if something made it, is deleted after."""
+    name = f"{prefix}{secrets.token_hex(4)}"
+    try:
+        yield name
+    finally:
+        with IPRoute() as ipr:
+            for index in ipr.link_lookup(ifname=name):
+                ipr.link("del", index=index)
 
 
 def free_subnet() -> ipaddress.IPv4Network:

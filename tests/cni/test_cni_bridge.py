@@ -24,7 +24,7 @@ from pyroute2 import IPRoute, NetNS, netns
 
 from cni.errors import PluginError
 from cni.network import NetworkManager, PodNetworkResult, PortMapping
-from tests.hostnet import free_subnet, remove_portmap_chains
+from tests.hostnet import free_subnet, remove_portmap_chains, temporary_bridge
 
 PLUGIN_DIR = "/usr/lib/cni"
 CONTAINER_PORT = 8080
@@ -75,13 +75,8 @@ def pod_netns() -> Iterator[str]:
 
 @pytest.fixture
 def bridge_name() -> Iterator[str]:
-    name = f"crbr{secrets.token_hex(4)}"
-    try:
+    with temporary_bridge("crbr") as name:
         yield name
-    finally:
-        with IPRoute() as ipr:
-            for idx in ipr.link_lookup(ifname=name):
-                ipr.link("del", index=idx)
 
 
 @pytest.fixture

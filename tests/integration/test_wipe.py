@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
 import shutil
 import signal
 import tempfile
@@ -29,7 +28,7 @@ from tests.crisp_daemon import (
     run_pod_and_container,
     start_daemon,
 )
-from tests.hostnet import free_subnet
+from tests.hostnet import free_subnet, temporary_bridge
 from tests.integration.test_cli import run_crisp
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
@@ -144,13 +143,8 @@ def _bridge_ports(bridge: str) -> list[str]:
 
 @pytest.fixture
 def bridge() -> Iterator[str]:
-    name = f"crw{secrets.token_hex(4)}"
-    try:
+    with temporary_bridge("crw") as name:
         yield name
-    finally:
-        with IPRoute() as ipr:
-            for index in ipr.link_lookup(ifname=name):
-                ipr.link("del", index=index)
 
 
 def test_wipe_takes_a_crashed_pod_off_its_network(daemon_paths: DaemonPaths, bridge: str) -> None:
