@@ -284,6 +284,18 @@ def test_remove_running_container(crisp: Crisp) -> None:
 # --- bad input leaves nothing behind ---
 
 
+def set_recorded_state(crisp: Crisp, container_id: str, state: str) -> None:
+    """Rewrite the container's record to `state` in the stopped daemon's database: what a
+    crash at that point of a verb leaves."""
+    db = StateDB(crisp.paths.root / "crisp.db")
+    try:
+        record = db.get("container", container_id)
+        assert record is not None
+        db.put("container", container_id, state, record.document)
+    finally:
+        db.close()
+
+
 def assert_no_container_left(crisp: Crisp) -> None:
     """No container, nor anything of one: a removed container's parts are taken apart
     after RemoveContainer answered, so they get a moment."""
@@ -897,13 +909,7 @@ def test_a_removal_cut_short_by_a_crash_is_finished_at_start(crisp: Crisp) -> No
     container_id = crisp.run(pod_id, crisp.config())
     crisp.daemon.runtime.StopContainer(pb.StopContainerRequest(container_id=container_id))
     crisp.daemon.stop(signal.SIGKILL)
-    db = StateDB(crisp.paths.root / "crisp.db")
-    try:
-        record = db.get("container", container_id)
-        assert record is not None
-        db.put("container", container_id, "removing", record.document)
-    finally:
-        db.close()
+    set_recorded_state(crisp, container_id, "removing")
     bundle = crisp.paths.root / "containers" / container_id
     assert (bundle / "rootfs") in map(Path, mounts_under(bundle))
     crisp.daemon = start_daemon(crisp.paths)

@@ -19,7 +19,6 @@ from pathlib import Path
 import grpc
 import pytest
 
-from cri.state import StateDB
 from criapi import api_pb2 as pb
 from critest import images as ci
 from critest.registry import Registry
@@ -31,6 +30,7 @@ from tests.integration.test_containers import (
     Crisp,
     assert_no_container_left,
     code_of,
+    set_recorded_state,
     wait_for,
     with_cleanup_errors_ignored,
 )
@@ -199,13 +199,7 @@ def test_an_interrupted_create_is_undone_through_the_binary(crisp: Crisp) -> Non
     monitor, monitor_started = monitor_of(crisp, container_id)
     crisp.daemon.stop(signal.SIGKILL)
     # As if the daemon died between the binary's create and recording the result.
-    db = StateDB(crisp.paths.root / "crisp.db")
-    try:
-        record = db.get("container", container_id)
-        assert record is not None
-        db.put("container", container_id, "creating", record.document)
-    finally:
-        db.close()
+    set_recorded_state(crisp, container_id, "creating")
     crisp.daemon = start_daemon(crisp.paths)
     assert crisp.list() == []
     assert binary_list(crisp, "runc") == []
