@@ -14,8 +14,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pyroute2 import IPRoute, NetlinkError
-
+from cni import bridge as cni_bridge
+from cni.errors import CNIError
 from cni.network import NetworkManager
 from runtime import namespaces
 from runtime.cgroups import CgroupError, new_manager
@@ -258,15 +258,11 @@ def _remove_default_network_leftovers(conf_dir: Path | None, report: WipeReport)
     except (OSError, ValueError, KeyError, TypeError, AttributeError, StopIteration):
         return  # not there, or not crisp's
     name = str(bridge.get("bridge") or "cni0")
-    ports = Path("/sys/class/net") / name / "brif"
-    if ports.is_dir() and not any(ports.iterdir()):
-        try:
-            with IPRoute() as netlink:
-                for index in netlink.link_lookup(ifname=name):
-                    netlink.link("del", index=index)
-        except NetlinkError as e:
-            raise WipeError(f"cannot remove bridge {name}: {e}") from e
-        report.links.append(name)
+    try:
+        if cni_bridge.remove_if_idle(name):
+            report.links.append(name)
+    except CNIError as e:
+        raise WipeError(str(e)) from e
     ipam = bridge.get("ipam") or {}
     if ipam.get("type") != "host-local" or not network.get("name"):
         return
