@@ -55,6 +55,7 @@ from sandbox.pods import PodService
 log = logging.getLogger("crisp")
 
 VERSION = "0.1.0"
+_SIGNAL_POLL_SECONDS = 1.0
 _SHUTDOWN_GRACE_SECONDS = 5.0
 
 
@@ -354,7 +355,11 @@ class Daemon:
         self._stop.set()
 
     def wait(self) -> None:
-        self._stop.wait()
+        # With a timeout: a signal the kernel hands to another thread (gRPC's own threads
+        # do not block signals) does not wake a main thread asleep in a plain wait, and its
+        # Python handler runs only once the main thread runs again.
+        while not self._stop.wait(_SIGNAL_POLL_SECONDS):
+            pass
 
     def shutdown(self) -> None:
         for server in self._servers:
